@@ -1,0 +1,269 @@
+//! The cluster view: the only way a rule sees objects other than the one it judges.
+//!
+//! Rules get compact projections of other objects (only what the rules read), never whole
+//! objects, so that a watch cache can hold a large cluster in little memory. [`ManifestView`]
+//! is the view `check` uses: the other objects of the same manifest set.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::object::{
+    self, MANAGED_BY_LABEL, Object, SERVICE_NAME_LABEL, ServiceShape, namespace_of, protocol_or_tcp,
+};
+
+/// The label every namespace carries with its own name (set by the API server).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A port of an Endpoints subset or an EndpointSlice: kube-proxy pairs it with the Service
+/// port of the same (name, protocol).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointPort {
+    pub name: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePortInfo {
+    pub name: String,
+    pub protocol: String,
+    pub port: i32,
+    pub target_port: Option<IntOrString>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub namespace: String,
+    pub name: String,
+    pub shape: ServiceShape,
+    pub ports: Vec<ServicePortInfo>,
+}
+
+impl ServiceInfo {
+    pub fn of(service: &Service) -> ServiceInfo {
+        let ports = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .map(|ports| {
+                ports
+                    .iter()
+                    .map(|p| ServicePortInfo {
+                        name: p.name.clone().unwrap_or_default(),
+                        protocol: protocol_or_tcp(p.protocol.as_ref()).to_owned(),
+                        port: p.port,
+                        target_port: p.target_port.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ServiceInfo {
+            namespace: namespace_of(&service.metadata).to_owned(),
+            name: service.metadata.name.clone().unwrap_or_default(),
+            shape: ServiceShape::of(service),
+            ports,
+        }
+    }
+
+    /// Selectorless and not ExternalName: its backends are hand-written endpoints.
+    pub fn takes_hand_written_endpoints(&self) -> bool {
+        matches!(
+            self.shape,
+            ServiceShape::IpMapping | ServiceShape::HeadlessMapping
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointsInfo {
+    pub namespace: String,
+    pub name: String,
+    /// The ports of every subset, deduplicated.
+    pub ports: Vec<EndpointPort>,
+    pub control_plane: bool,
+}
+
+impl EndpointsInfo {
+    pub fn of(endpoints: &Endpoints) -> EndpointsInfo {
+        let mut ports: Vec<EndpointPort> = endpoints
+            .subsets
+            .iter()
+            .flatten()
+            .flat_map(|s| s.ports.iter().flatten())
+            .map(|p| EndpointPort {
+                name: p.name.clone().unwrap_or_default(),
+                protocol: protocol_or_tcp(p.protocol.as_ref()).to_owned(),
+                port: p.port,
+            })
+            .collect();
+        ports.sort();
+        ports.dedup();
+        EndpointsInfo {
+            namespace: namespace_of(&endpoints.metadata).to_owned(),
+            name: endpoints.metadata.name.clone().unwrap_or_default(),
+            ports,
+            control_plane: object::endpoints_written_by_controller(&endpoints.metadata),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceInfo {
+    pub namespace: String,
+    pub name: String,
+    pub service_name: Option<String>,
+    pub managed_by: Option<String>,
+    pub ports: Vec<EndpointPort>,
+    pub control_plane: bool,
+}
+
+impl SliceInfo {
+    pub fn of(slice: &EndpointSlice) -> SliceInfo {
+        let label = |key: &str| {
+            slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                // A slice port without a number means "all ports": nothing to pair by number.
+                p.port.map(|port| EndpointPort {
+                    name: p.name.clone().unwrap_or_default(),
+                    protocol: protocol_or_tcp(p.protocol.as_ref()).to_owned(),
+                    port,
+                })
+            })
+            .collect();
+        SliceInfo {
+            namespace: namespace_of(&slice.metadata).to_owned(),
+            name: object::name_of(&slice.metadata),
+            service_name: label(SERVICE_NAME_LABEL),
+            managed_by: label(MANAGED_BY_LABEL),
+            ports,
+            control_plane: object::slice_managed_by_control_plane(&slice.metadata),
+        }
+    }
+}
+
+/// What the rules may ask about the rest of the cluster. Implemented by the manifest set
+/// (`check`), and later by a watch cache (`serve`) and a one-shot list (`scan`).
+pub trait ClusterView {
+    fn service(&self, namespace: &str, name: &str) -> Option<ServiceInfo>;
+    fn services_in(&self, namespace: &str) -> Vec<ServiceInfo>;
+    fn endpoints(&self, namespace: &str, name: &str) -> Option<EndpointsInfo>;
+    fn endpoints_in(&self, namespace: &str) -> Vec<EndpointsInfo>;
+    /// EndpointSlices labelled `kubernetes.io/service-name: <service>`.
+    fn slices_for(&self, namespace: &str, service: &str) -> Vec<SliceInfo>;
+    fn slices_in(&self, namespace: &str) -> Vec<SliceInfo>;
+    /// The namespace's labels, or `None` when the view does not know the namespace.
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+}
+
+/// The objects of one manifest set, indexed by namespace and name.
+#[derive(Debug, Default)]
+pub struct ManifestView {
+    services: HashMap<String, BTreeMap<String, ServiceInfo>>,
+    endpoints: HashMap<String, BTreeMap<String, EndpointsInfo>>,
+    slices: HashMap<String, BTreeMap<String, SliceInfo>>,
+    namespaces: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl ManifestView {
+    pub fn new() -> ManifestView {
+        ManifestView::default()
+    }
+
+    /// Adds an object; a later object of the same kind, namespace and name replaces an earlier
+    /// one, as a second `kubectl apply` would.
+    pub fn insert(&mut self, object: &Object) {
+        match object {
+            Object::Service(s) => {
+                let info = ServiceInfo::of(s);
+                self.services
+                    .entry(info.namespace.clone())
+                    .or_default()
+                    .insert(info.name.clone(), info);
+            }
+            Object::Endpoints(e) => {
+                let info = EndpointsInfo::of(e);
+                self.endpoints
+                    .entry(info.namespace.clone())
+                    .or_default()
+                    .insert(info.name.clone(), info);
+            }
+            Object::EndpointSlice(s) => {
+                let info = SliceInfo::of(s);
+                self.slices
+                    .entry(info.namespace.clone())
+                    .or_default()
+                    .insert(info.name.clone(), info);
+            }
+        }
+    }
+
+    pub fn insert_namespace(&mut self, namespace: &Namespace) {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
+        labels
+            .entry(NAMESPACE_NAME_LABEL.to_owned())
+            .or_insert_with(|| name.clone());
+        self.namespaces.insert(name, labels);
+    }
+}
+
+impl ClusterView for ManifestView {
+    fn service(&self, namespace: &str, name: &str) -> Option<ServiceInfo> {
+        self.services.get(namespace)?.get(name).cloned()
+    }
+
+    fn services_in(&self, namespace: &str) -> Vec<ServiceInfo> {
+        self.services
+            .get(namespace)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn endpoints(&self, namespace: &str, name: &str) -> Option<EndpointsInfo> {
+        self.endpoints.get(namespace)?.get(name).cloned()
+    }
+
+    fn endpoints_in(&self, namespace: &str) -> Vec<EndpointsInfo> {
+        self.endpoints
+            .get(namespace)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn slices_for(&self, namespace: &str, service: &str) -> Vec<SliceInfo> {
+        self.slices
+            .get(namespace)
+            .map(|m| {
+                m.values()
+                    .filter(|s| s.service_name.as_deref() == Some(service))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn slices_in(&self, namespace: &str) -> Vec<SliceInfo> {
+        self.slices
+            .get(namespace)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces.get(namespace).cloned()
+    }
+}

@@ -1,0 +1,16 @@
+//! extsvc-guard: a guard for Kubernetes Services that point outside the cluster.
+//!
+//! One pure engine ([`rules::judge`]) judges Service, Endpoints and EndpointSlice objects
+//! against the rule catalogue; the front doors (`check` today) only translate their input
+//! into objects and the findings into output.
+#![forbid(unsafe_code)]
+
+//pub mod cli;
+pub mod cluster;
+pub mod finding;
+//pub mod manifest;
+pub mod object;
+pub mod policy;
+//pub mod report;
+//pub mod rules;
+pub mod target;

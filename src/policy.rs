@@ -1,0 +1,822 @@
+//! The policy: what the rules do, which targets are allowed, which metadata is required.
+//!
+//! One YAML document. Keys left out keep their defaults (the embedded
+//! [`DEFAULT_POLICY_YAML`]); unknown keys are errors, so a typo never switches a guard off.
+//! Every error names the file, the line and the field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::finding::{Action, RuleId};
+use crate::object::Kind;
+use crate::target::{Cidr, HostPattern, TargetList};
+
+/// The embedded default policy, as `extsvc-guard policy default` prints it.
+pub const DEFAULT_POLICY_YAML: &str = include_str!("policy/default.yaml");
+
+/// What the policy makes a rule do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Deny,
+    Warn,
+    Off,
+}
+
+impl RuleAction {
+    pub fn action(self) -> Option<Action> {
+        match self {
+            RuleAction::Deny => Some(Action::Deny),
+            RuleAction::Warn => Some(Action::Warn),
+            RuleAction::Off => None,
+        }
+    }
+}
+
+/// An invalid policy: where, which field, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid policy {}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if !self.field.is_empty() {
+            write!(f, ": field {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// A required label or annotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredKey {
+    pub key: String,
+    pub source: ValueSource,
+    /// Replace a value the user set (only meaningful with a source).
+    pub overwrite: bool,
+    /// The kinds it applies to.
+    pub kinds: Vec<Kind>,
+}
+
+/// Where the mutating webhook takes a required value from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueSource {
+    /// Nothing: the writer of the object must set it.
+    None,
+    Fixed(String),
+    NamespaceLabel(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequiredMetadata {
+    pub labels: Vec<RequiredKey>,
+    pub annotations: Vec<RequiredKey>,
+}
+
+/// A label selector over namespace labels, as Kubernetes writes one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceSelector {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl NamespaceSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let value = labels.get(&r.key);
+                match r.operator {
+                    SelectorOperator::In => value.is_some_and(|v| r.values.contains(v)),
+                    SelectorOperator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
+                    SelectorOperator::Exists => value.is_some(),
+                    SelectorOperator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+}
+
+/// Overrides for the namespaces it selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceOverride {
+    pub names: Vec<String>,
+    pub selector: Option<NamespaceSelector>,
+    pub rules: BTreeMap<RuleId, RuleAction>,
+    pub allow: Option<TargetList>,
+}
+
+impl NamespaceOverride {
+    /// Selected by name, or by labels when the namespace's labels are known.
+    fn selects(&self, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let by_name = self.names.iter().any(|n| n == namespace);
+        let by_labels = match (&self.selector, labels) {
+            (Some(sel), Some(labels)) => sel.matches(labels),
+            _ => false,
+        };
+        by_name || by_labels
+    }
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub rules: BTreeMap<RuleId, RuleAction>,
+    pub exempt_namespaces: Vec<String>,
+    pub cluster_cidrs: Vec<Cidr>,
+    pub deny: TargetList,
+    pub allow: TargetList,
+    pub external_ips_allow: Vec<Cidr>,
+    pub required: RequiredMetadata,
+    pub metadata_prefix: String,
+    pub namespaces: Vec<NamespaceOverride>,
+}
+
+/// The policy as it applies in one namespace.
+#[derive(Debug, Clone)]
+pub struct NamespacePolicy<'a> {
+    pub policy: &'a Policy,
+    actions: BTreeMap<RuleId, RuleAction>,
+    pub allow: &'a TargetList,
+    pub exempt: bool,
+}
+
+impl NamespacePolicy<'_> {
+    /// The action the policy gives `rule` here; `None` when the rule is off.
+    pub fn action(&self, rule: RuleId) -> Option<Action> {
+        self.actions
+            .get(&rule)
+            .copied()
+            .map_or(Some(rule.default_action()), RuleAction::action)
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::embedded()
+    }
+}
+
+impl Policy {
+    /// The embedded default policy.
+    pub fn embedded() -> Policy {
+        match Policy::from_yaml(DEFAULT_POLICY_YAML, "<embedded default policy>") {
+            Ok(policy) => policy,
+            // The embedded file is part of the build and tested; this cannot be reached
+            // unless the binary was built from a broken tree.
+            Err(e) => panic!("the embedded default policy is invalid: {e}"),
+        }
+    }
+
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: file.clone(),
+            line: None,
+            column: None,
+            field: String::new(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        Policy::from_yaml(&text, &file)
+    }
+
+    /// Parses and validates policy text; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Policy, PolicyError> {
+        let mut path = String::new();
+        let raw: RawPolicy = if text.trim().is_empty() {
+            RawPolicy::default()
+        } else {
+            serde_saphyr::with_deserializer_from_str(text, |de| {
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    path = e.path().to_string();
+                    e.into_inner()
+                })
+            })
+            .map_err(|e| {
+                let location = e.location();
+                PolicyError {
+                    file: file.to_owned(),
+                    line: location.map(|l| l.line()),
+                    column: location.map(|l| l.column()),
+                    field: field_name(&path, text, location.map(|l| l.line())),
+                    message: plain_message(&e),
+                }
+            })?
+        };
+        raw.validate(file)
+    }
+
+    /// The policy as it applies in `namespace`, whose labels the caller knows or not.
+    pub fn for_namespace<'a>(
+        &'a self,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> NamespacePolicy<'a> {
+        let mut actions = self.rules.clone();
+        let mut allow = &self.allow;
+        for o in self.namespaces.iter().filter(|o| o.selects(namespace, labels)) {
+            actions.extend(o.rules.iter().map(|(k, v)| (*k, *v)));
+            if let Some(a) = &o.allow {
+                allow = a;
+            }
+        }
+        NamespacePolicy {
+            policy: self,
+            actions,
+            allow,
+            exempt: self.exempt_namespaces.iter().any(|n| n == namespace),
+        }
+    }
+
+    /// True when some override selects namespaces by label: such a policy needs the
+    /// namespaces' labels to be applied exactly.
+    pub fn selects_namespaces_by_label(&self) -> bool {
+        self.namespaces.iter().any(|o| o.selector.is_some())
+    }
+}
+
+/// The dotted path of the field at fault. serde cannot name map keys that are not plain
+/// strings (`rules.?`): those are read off the offending line instead.
+fn field_name(path: &str, text: &str, line: Option<u64>) -> String {
+    if path == "." {
+        return String::new();
+    }
+    if !path.contains('?') {
+        return path.to_owned();
+    }
+    let key = line
+        .and_then(|l| text.lines().nth(usize::try_from(l).ok()?.checked_sub(1)?))
+        .and_then(|l| l.split_once(':'))
+        .map(|(k, _)| k.trim().trim_start_matches("- ").trim_matches(['"', '\'']).to_owned())
+        .filter(|k| !k.is_empty());
+    match key {
+        Some(k) => path.replacen('?', &k, 1),
+        None => path.to_owned(),
+    }
+}
+
+/// The message of a YAML/serde error without the location (we print that ourselves).
+fn plain_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    // serde-saphyr appends " at line L column C"; the location is reported separately.
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+// ---- the file format, as written ------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+struct RawPolicy {
+    rules: BTreeMap<RuleId, RuleAction>,
+    exempt_namespaces: Vec<String>,
+    #[serde(rename = "clusterCIDRs")]
+    cluster_cidrs: Vec<Spanned<String>>,
+    targets: RawTargets,
+    #[serde(rename = "externalIPs")]
+    external_ips: RawExternalIps,
+    required_metadata: RawRequiredMetadata,
+    metadata_prefix: Spanned<String>,
+    namespaces: Vec<RawNamespaceOverride>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            rules: BTreeMap::new(),
+            exempt_namespaces: vec!["kube-system".to_owned()],
+            cluster_cidrs: Vec::new(),
+            targets: RawTargets::default(),
+            external_ips: RawExternalIps::default(),
+            required_metadata: RawRequiredMetadata::default(),
+            metadata_prefix: unspanned("extsvc-guard.io".to_owned()),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(value, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTargets {
+    deny: RawTargetList,
+    allow: RawTargetList,
+}
+
+impl Default for RawTargets {
+    fn default() -> Self {
+        let s = |v: &[&str]| v.iter().map(|x| unspanned((*x).to_owned())).collect();
+        RawTargets {
+            deny: RawTargetList {
+                cidrs: s(&[
+                    "0.0.0.0/8",
+                    "127.0.0.0/8",
+                    "::/128",
+                    "::1/128",
+                    "169.254.0.0/16",
+                    "fe80::/10",
+                    "224.0.0.0/4",
+                    "ff00::/8",
+                    "100.100.100.200/32",
+                    "fd00:ec2::254/128",
+                ]),
+                hosts: s(&[
+                    "localhost",
+                    "*.localhost",
+                    "metadata",
+                    "metadata.google.internal",
+                    "instance-data",
+                    "instance-data.ec2.internal",
+                ]),
+            },
+            allow: RawTargetList::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTargetList {
+    cidrs: Vec<Spanned<String>>,
+    hosts: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawExternalIps {
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRequiredMetadata {
+    labels: Vec<RawRequiredKey>,
+    annotations: Vec<RawRequiredKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRequiredKey {
+    key: Spanned<String>,
+    #[serde(default)]
+    value: Option<Spanned<String>>,
+    #[serde(default)]
+    from_namespace_label: Option<Spanned<String>>,
+    #[serde(default)]
+    overwrite: bool,
+    #[serde(default)]
+    kinds: Option<Vec<RawKind>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+enum RawKind {
+    Service,
+    Endpoints,
+    EndpointSlice,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+struct RawNamespaceOverride {
+    names: Vec<String>,
+    selector: Option<RawSelector>,
+    rules: BTreeMap<RuleId, RuleAction>,
+    targets: Option<RawNamespaceTargets>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNamespaceTargets {
+    allow: RawTargetList,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+struct RawSelector {
+    match_labels: BTreeMap<String, String>,
+    match_expressions: Vec<RawRequirement>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequirement {
+    key: String,
+    operator: SelectorOperator,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+/// Builds validation errors that point at a value's line.
+struct Validator<'a> {
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn error<T>(&self, at: Option<&Spanned<T>>, field: String, message: String) -> PolicyError {
+        let location = at.map(|s| s.referenced).filter(|l| l.line() > 0);
+        PolicyError {
+            file: self.file.to_owned(),
+            line: location.map(|l| l.line()),
+            column: location.map(|l| l.column()),
+            field,
+            message,
+        }
+    }
+
+    fn cidrs(&self, items: &[Spanned<String>], field: &str) -> Result<Vec<Cidr>, PolicyError> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Cidr::parse(&s.value).map_err(|m| self.error(Some(s), format!("{field}[{i}]"), m))
+            })
+            .collect()
+    }
+
+    fn list(&self, raw: &RawTargetList, field: &str) -> Result<TargetList, PolicyError> {
+        Ok(TargetList {
+            cidrs: self.cidrs(&raw.cidrs, &format!("{field}.cidrs"))?,
+            hosts: raw
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    HostPattern::parse(&s.value)
+                        .map_err(|m| self.error(Some(s), format!("{field}.hosts[{i}]"), m))
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn required(
+        &self,
+        raw: &[RawRequiredKey],
+        field: &str,
+        labels: bool,
+    ) -> Result<Vec<RequiredKey>, PolicyError> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let here = format!("{field}[{i}]");
+                if let Some(problem) = qualified_name_problem(&r.key.value) {
+                    return Err(self.error(Some(&r.key), format!("{here}.key"), problem));
+                }
+                let source = match (&r.value, &r.from_namespace_label) {
+                    (Some(v), Some(_)) => {
+                        return Err(self.error(
+                            Some(v),
+                            here,
+                            "set either value or fromNamespaceLabel, not both".into(),
+                        ));
+                    }
+                    (Some(v), None) => {
+                        if labels && let Some(problem) = label_value_problem(&v.value) {
+                            return Err(self.error(Some(v), format!("{here}.value"), problem));
+                        }
+                        ValueSource::Fixed(v.value.clone())
+                    }
+                    (None, Some(ns)) => {
+                        if let Some(problem) = qualified_name_problem(&ns.value) {
+                            return Err(self.error(
+                                Some(ns),
+                                format!("{here}.fromNamespaceLabel"),
+                                problem,
+                            ));
+                        }
+                        ValueSource::NamespaceLabel(ns.value.clone())
+                    }
+                    (None, None) => ValueSource::None,
+                };
+                let kinds = match &r.kinds {
+                    Some(k) if k.is_empty() => {
+                        return Err(self.error(
+                            Some(&r.key),
+                            format!("{here}.kinds"),
+                            "an empty kinds list would require nothing; leave kinds out to mean all kinds".into(),
+                        ));
+                    }
+                    Some(k) => k
+                        .iter()
+                        .map(|k| match k {
+                            RawKind::Service => Kind::Service,
+                            RawKind::Endpoints => Kind::Endpoints,
+                            RawKind::EndpointSlice => Kind::EndpointSlice,
+                        })
+                        .collect(),
+                    None => vec![Kind::Service, Kind::Endpoints, Kind::EndpointSlice],
+                };
+                Ok(RequiredKey {
+                    key: r.key.value.clone(),
+                    source,
+                    overwrite: r.overwrite,
+                    kinds,
+                })
+            })
+            .collect()
+    }
+}
+
+impl RawPolicy {
+    fn validate(self, file: &str) -> Result<Policy, PolicyError> {
+        let v = Validator { file };
+        let prefix = &self.metadata_prefix;
+        if let Some(problem) = dns_prefix_problem(&prefix.value) {
+            return Err(v.error(Some(prefix), "metadataPrefix".into(), problem));
+        }
+        let namespaces = self
+            .namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let here = format!("namespaces[{i}]");
+                if o.names.is_empty() && o.selector.is_none() {
+                    return Err(v.error::<()>(
+                        None,
+                        here,
+                        "an override must select namespaces with names, selector, or both".into(),
+                    ));
+                }
+                Ok(NamespaceOverride {
+                    names: o.names.clone(),
+                    selector: o.selector.as_ref().map(|s| NamespaceSelector {
+                        match_labels: s.match_labels.clone(),
+                        match_expressions: s
+                            .match_expressions
+                            .iter()
+                            .map(|r| SelectorRequirement {
+                                key: r.key.clone(),
+                                operator: r.operator,
+                                values: r.values.clone(),
+                            })
+                            .collect(),
+                    }),
+                    rules: o.rules.clone(),
+                    allow: o
+                        .targets
+                        .as_ref()
+                        .map(|t| v.list(&t.allow, &format!("{here}.targets.allow")))
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut rules: BTreeMap<RuleId, RuleAction> = RuleId::ALL
+            .into_iter()
+            .map(|r| {
+                let action = match r.default_action() {
+                    Action::Deny => RuleAction::Deny,
+                    _ => RuleAction::Warn,
+                };
+                (r, action)
+            })
+            .collect();
+        rules.extend(self.rules);
+        Ok(Policy {
+            rules,
+            exempt_namespaces: self.exempt_namespaces,
+            cluster_cidrs: v.cidrs(&self.cluster_cidrs, "clusterCIDRs")?,
+            deny: v.list(&self.targets.deny, "targets.deny")?,
+            allow: v.list(&self.targets.allow, "targets.allow")?,
+            external_ips_allow: v.cidrs(&self.external_ips.allow, "externalIPs.allow")?,
+            required: RequiredMetadata {
+                labels: v.required(
+                    &self.required_metadata.labels,
+                    "requiredMetadata.labels",
+                    true,
+                )?,
+                annotations: v.required(
+                    &self.required_metadata.annotations,
+                    "requiredMetadata.annotations",
+                    false,
+                )?,
+            },
+            metadata_prefix: self.metadata_prefix.value,
+            namespaces,
+        })
+    }
+}
+
+/// A label or annotation key: `[prefix/]name`, name ≤ 63 characters of [A-Za-z0-9._-]
+/// starting and ending alphanumeric, prefix a DNS subdomain.
+pub fn qualified_name_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && let Some(problem) = dns_prefix_problem(p)
+    {
+        return Some(format!("{key:?}: prefix {problem}"));
+    }
+    if name.is_empty() || name.len() > 63 {
+        return Some(format!(
+            "{key:?}: the name part must be 1 to 63 characters long"
+        ));
+    }
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !edge_ok(name.chars().next())
+        || !edge_ok(name.chars().last())
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Some(format!(
+            "{key:?} is not a valid label/annotation key: the name part may hold letters, digits, '-', '_' and '.', and must start and end with a letter or digit"
+        ));
+    }
+    None
+}
+
+/// A label value: empty, or ≤ 63 characters of [A-Za-z0-9._-] starting and ending alphanumeric.
+pub fn label_value_problem(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if value.len() > 63
+        || !edge_ok(value.chars().next())
+        || !edge_ok(value.chars().last())
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Some(format!(
+            "{value:?} is not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        ));
+    }
+    None
+}
+
+fn dns_prefix_problem(prefix: &str) -> Option<String> {
+    crate::target::dns_name_problem(prefix)
+        .map(|p| format!("{prefix:?} must be a lower-case DNS subdomain: {}", p.what()))
+        .or_else(|| {
+            prefix
+                .ends_with('.')
+                .then(|| format!("{prefix:?} must not end with a dot"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_parses_and_equals_an_empty_policy() {
+        let embedded = Policy::from_yaml(DEFAULT_POLICY_YAML, "default.yaml").unwrap();
+        let empty = Policy::from_yaml("", "empty.yaml").unwrap();
+        assert_eq!(embedded, empty);
+        let every_rule_listed: Vec<RuleId> = embedded.rules.keys().copied().collect();
+        assert_eq!(every_rule_listed, RuleId::ALL.to_vec());
+        for (rule, action) in &embedded.rules {
+            assert_eq!(action.action(), Some(rule.default_action()), "{rule}");
+        }
+    }
+
+    #[test]
+    fn left_out_keys_keep_their_defaults() {
+        let p = Policy::from_yaml("clusterCIDRs: [10.96.0.0/12]\n", "p.yaml").unwrap();
+        assert_eq!(p.deny, Policy::embedded().deny);
+        assert_eq!(p.cluster_cidrs.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_line_and_field() {
+        let err = Policy::from_yaml("rules:\n  port-name-mismatch: warn\ntargets:\n  denny: {}\n", "p.yaml")
+            .unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(err.message.contains("denny"), "{err}");
+        assert_eq!(err.field, "targets.denny", "{err}");
+    }
+
+    #[test]
+    fn an_unknown_rule_id_is_an_error() {
+        let err = Policy::from_yaml("rules:\n  endpoint-orphaned: warn\n", "p.yaml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("endpoint-orphaned"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_action_is_an_error() {
+        let err = Policy::from_yaml("rules:\n  port-name-mismatch: block\n", "p.yaml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert_eq!(err.field, "rules.port-name-mismatch", "{err}");
+    }
+
+    #[test]
+    fn a_bad_cidr_names_its_field_and_line() {
+        let err = Policy::from_yaml(
+            "clusterCIDRs:\n  - 10.0.0.0/8\n  - 10.96.0.1/12\n",
+            "p.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "clusterCIDRs[1]");
+        assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("10.96.0.0/12"), "{err}");
+        let text = err.to_string();
+        assert!(text.starts_with("invalid policy p.yaml:3:"), "{text}");
+    }
+
+    #[test]
+    fn a_required_key_with_both_sources_is_refused() {
+        let err = Policy::from_yaml(
+            "requiredMetadata:\n  labels:\n    - key: team\n      value: a\n      fromNamespaceLabel: team\n",
+            "p.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "requiredMetadata.labels[0]");
+        assert_eq!(err.line, Some(4));
+    }
+
+    #[test]
+    fn namespace_overrides_apply_in_order_by_name_and_labels() {
+        let p = Policy::from_yaml(
+            "namespaces:\n  - names: [legacy]\n    rules: {port-name-mismatch: warn}\n  - selector: {matchLabels: {tier: lax}}\n    rules: {port-name-mismatch: off}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            p.for_namespace("legacy", None).action(RuleId::PortNameMismatch),
+            Some(Action::Warn)
+        );
+        let lax: BTreeMap<String, String> = [("tier".to_owned(), "lax".to_owned())].into();
+        assert_eq!(
+            p.for_namespace("legacy", Some(&lax)).action(RuleId::PortNameMismatch),
+            None
+        );
+        assert_eq!(
+            p.for_namespace("other", None).action(RuleId::PortNameMismatch),
+            Some(Action::Deny)
+        );
+    }
+
+    #[test]
+    fn selector_expressions_follow_kubernetes_semantics() {
+        let sel = NamespaceSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![
+                SelectorRequirement {
+                    key: "env".into(),
+                    operator: SelectorOperator::In,
+                    values: vec!["prod".into()],
+                },
+                SelectorRequirement {
+                    key: "legacy".into(),
+                    operator: SelectorOperator::DoesNotExist,
+                    values: vec![],
+                },
+            ],
+        };
+        let mut labels: BTreeMap<String, String> = [("env".to_owned(), "prod".to_owned())].into();
+        assert!(sel.matches(&labels));
+        labels.insert("legacy".into(), "yes".into());
+        assert!(!sel.matches(&labels));
+    }
+
+    #[test]
+    fn qualified_names_are_checked() {
+        assert!(qualified_name_problem("team").is_none());
+        assert!(qualified_name_problem("example.com/team").is_none());
+        assert!(qualified_name_problem("Example.com/team").is_some());
+        assert!(qualified_name_problem("-team").is_some());
+        assert!(qualified_name_problem("").is_some());
+    }
+}

@@ -1,0 +1,460 @@
+//! Where traffic goes: IP addresses and host names, the CIDR and domain-pattern lists the
+//! policy allows or denies, and the DNS-name rules `externalName` must follow.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+/// A target: an IP address or a DNS host name (lower case, no trailing dot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Ip(IpAddr),
+    Host(String),
+}
+
+impl Target {
+    /// Reads an address or host as written in an object. IPv4-mapped IPv6 addresses
+    /// (`::ffff:127.0.0.1`) are read as the IPv4 address they carry, so they cannot slip
+    /// past an IPv4 deny range.
+    pub fn parse(text: &str) -> Target {
+        let trimmed = text.trim();
+        let unbracketed = trimmed
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(trimmed);
+        match parse_ip(unbracketed) {
+            Some(ip) => Target::Ip(ip),
+            None => Target::Host(normalize_host(unbracketed)),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Ip(ip) => write!(f, "{ip}"),
+            Target::Host(h) => f.write_str(h),
+        }
+    }
+}
+
+/// Parses an IP literal; a trailing dot (`1.2.3.4.`) still reads as the address.
+pub fn parse_ip(text: &str) -> Option<IpAddr> {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    IpAddr::from_str(text).ok().map(canonical_ip)
+}
+
+/// IPv4-mapped IPv6 addresses become the IPv4 address they carry.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// Lower case, no trailing dot: how DNS compares names.
+pub fn normalize_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A CIDR in a policy list, with why it is there when it is one of the well-known ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cidr {
+    pub net: IpNet,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let text = text.trim();
+        let net = match IpNet::from_str(text) {
+            Ok(net) => net,
+            // A bare address means that one address.
+            Err(_) => match IpAddr::from_str(text) {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => {
+                    return Err(format!(
+                        "{text:?} is not a CIDR (like 10.0.0.0/8 or fd00::/8) or an IP address"
+                    ));
+                }
+            },
+        };
+        if net.network() != net.addr() {
+            return Err(format!(
+                "{text:?} has host bits set; did you mean {}?",
+                net.trunc()
+            ));
+        }
+        Ok(Cidr { net })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.net.contains(&canonical_ip(ip))
+    }
+
+    /// Why a well-known range is denied, for messages.
+    pub fn description(&self) -> Option<&'static str> {
+        well_known_range(&self.net)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.net)
+    }
+}
+
+fn well_known_range(net: &IpNet) -> Option<&'static str> {
+    let text = net.to_string();
+    Some(match text.as_str() {
+        "0.0.0.0/8" => "\"this network\", never a real destination",
+        "127.0.0.0/8" => "loopback: the Pod or node itself",
+        "::/128" => "the unspecified address",
+        "::1/128" => "IPv6 loopback: the Pod or node itself",
+        "169.254.0.0/16" => "link-local; 169.254.169.254 is the cloud metadata server",
+        "fe80::/10" => "IPv6 link-local",
+        "224.0.0.0/4" => "multicast",
+        "ff00::/8" => "IPv6 multicast",
+        "100.100.100.200/32" => "the Alibaba Cloud metadata server",
+        "fd00:ec2::254/128" => "the AWS metadata server over IPv6",
+        _ => return None,
+    })
+}
+
+/// A host name pattern: an exact name (`db.example.com`) or every name under a domain
+/// (`*.example.com`, which does not match `example.com` itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    Subdomains(String),
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let text = text.trim();
+        let (wild, rest) = match text.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let name = rest.trim_end_matches('.');
+        if let Some(problem) = dns_name_problem(name) {
+            return Err(format!(
+                "{text:?} is not a host name or a *.domain pattern: {}",
+                problem.what()
+            ));
+        }
+        let name = name.to_owned();
+        Ok(if wild {
+            HostPattern::Subdomains(name)
+        } else {
+            HostPattern::Exact(name)
+        })
+    }
+
+    /// `host` must be normalised (lower case, no trailing dot).
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => host == name,
+            HostPattern::Subdomains(domain) => host
+                .strip_suffix(domain.as_str())
+                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.')),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Subdomains(domain) => write!(f, "*.{domain}"),
+        }
+    }
+}
+
+/// A list of CIDRs and host patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetList {
+    pub cidrs: Vec<Cidr>,
+    pub hosts: Vec<HostPattern>,
+}
+
+/// Which entry of a list a target matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListMatch<'a> {
+    Cidr(&'a Cidr),
+    Host(&'a HostPattern),
+}
+
+impl fmt::Display for ListMatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListMatch::Cidr(c) => match c.description() {
+                Some(d) => write!(f, "{c} ({d})"),
+                None => write!(f, "{c}"),
+            },
+            ListMatch::Host(h) => write!(f, "{h}"),
+        }
+    }
+}
+
+impl TargetList {
+    pub fn is_empty(&self) -> bool {
+        self.cidrs.is_empty() && self.hosts.is_empty()
+    }
+
+    pub fn find(&self, target: &Target) -> Option<ListMatch<'_>> {
+        match target {
+            Target::Ip(ip) => self
+                .cidrs
+                .iter()
+                .find(|c| c.contains(*ip))
+                .map(ListMatch::Cidr),
+            Target::Host(host) => self
+                .hosts
+                .iter()
+                .find(|h| h.matches(host))
+                .map(ListMatch::Host),
+        }
+    }
+}
+
+/// What is wrong with a would-be DNS name, precisely enough to tell the user the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameProblem {
+    Empty,
+    Scheme(String),
+    Port(String),
+    Path(String),
+    UpperCase,
+    Underscore,
+    TooLong(usize),
+    LabelTooLong(String),
+    EmptyLabel,
+    BadLabelEdge(String),
+    BadCharacter(char),
+}
+
+impl NameProblem {
+    /// What is wrong, as a phrase.
+    pub fn what(&self) -> String {
+        match self {
+            NameProblem::Empty => "it is empty".into(),
+            NameProblem::Scheme(s) => format!("it starts with the URL scheme \"{s}://\""),
+            NameProblem::Port(p) => format!("it ends with the port \":{p}\""),
+            NameProblem::Path(p) => format!("it contains the path \"{p}\""),
+            NameProblem::UpperCase => "it contains upper-case letters".into(),
+            NameProblem::Underscore => "it contains \"_\", which DNS host names may not".into(),
+            NameProblem::TooLong(n) => format!("it is {n} characters long, more than 253"),
+            NameProblem::LabelTooLong(l) => {
+                format!("its label \"{l}\" is longer than 63 characters")
+            }
+            NameProblem::EmptyLabel => "it contains an empty label (\"..\" or a leading dot)".into(),
+            NameProblem::BadLabelEdge(l) => {
+                format!("its label \"{l}\" starts or ends with \"-\"")
+            }
+            NameProblem::BadCharacter(c) => format!("it contains {c:?}, which DNS names may not"),
+        }
+    }
+}
+
+/// Checks a DNS-1123 subdomain (what `externalName` must be), lenient only about one trailing
+/// dot. The first problem found is returned, most telling first: a URL's scheme before its
+/// upper-case letters.
+pub fn dns_name_problem(name: &str) -> Option<NameProblem> {
+    if name.is_empty() {
+        return Some(NameProblem::Empty);
+    }
+    if let Some((scheme, _)) = name.split_once("://") {
+        return Some(NameProblem::Scheme(scheme.to_owned()));
+    }
+    if let Some(slash) = name.find('/') {
+        return Some(NameProblem::Path(name[slash..].to_owned()));
+    }
+    if let Some((_, port)) = name.rsplit_once(':')
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && !name.contains("::")
+    {
+        return Some(NameProblem::Port(port.to_owned()));
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(NameProblem::UpperCase);
+    }
+    if name.contains('_') {
+        return Some(NameProblem::Underscore);
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        return Some(NameProblem::BadCharacter(c));
+    }
+    let body = name.strip_suffix('.').unwrap_or(name);
+    if body.len() > 253 {
+        return Some(NameProblem::TooLong(body.len()));
+    }
+    for label in body.split('.') {
+        if label.is_empty() {
+            return Some(NameProblem::EmptyLabel);
+        }
+        if label.len() > 63 {
+            return Some(NameProblem::LabelTooLong(label.to_owned()));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some(NameProblem::BadLabelEdge(label.to_owned()));
+        }
+    }
+    None
+}
+
+/// Pulls the host out of something typed by habit: `https://db.example.com:5432/x` →
+/// `db.example.com`. Used to suggest the fix for an invalid `externalName`.
+pub fn host_part(text: &str) -> &str {
+    let rest = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let rest = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    if let Some(inner) = rest.strip_prefix('[') {
+        return inner.split(']').next().unwrap_or(inner);
+    }
+    if rest.parse::<Ipv6Addr>().is_ok() {
+        return rest;
+    }
+    match rest.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => rest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ipv4_mapped_ipv6_addresses_are_read_as_ipv4() {
+        assert_eq!(
+            Target::parse("::ffff:169.254.169.254"),
+            Target::Ip("169.254.169.254".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn host_names_are_compared_in_lower_case_without_the_trailing_dot() {
+        assert_eq!(
+            Target::parse("Metadata.Google.Internal."),
+            Target::Host("metadata.google.internal".into())
+        );
+    }
+
+    #[test]
+    fn a_wildcard_pattern_matches_subdomains_but_not_the_domain_itself() {
+        let p = HostPattern::parse("*.localhost").unwrap();
+        assert!(p.matches("foo.localhost"));
+        assert!(p.matches("a.b.localhost"));
+        assert!(!p.matches("localhost"));
+        assert!(!p.matches("notlocalhost"));
+        assert!(!p.matches("foo.localhost.example.com"));
+    }
+
+    #[test]
+    fn cidrs_with_host_bits_are_refused_with_the_network_suggested() {
+        let err = Cidr::parse("10.0.0.1/8").unwrap_err();
+        assert!(err.contains("10.0.0.0/8"), "{err}");
+        assert!(Cidr::parse("10.0.0.0/8").is_ok());
+        assert!(Cidr::parse("fd00:ec2::254").is_ok());
+        assert!(Cidr::parse("ten/8").is_err());
+    }
+
+    #[test]
+    fn dns_problems_name_what_was_typed_by_habit() {
+        assert_eq!(
+            dns_name_problem("https://db.example.com"),
+            Some(NameProblem::Scheme("https".into()))
+        );
+        assert_eq!(
+            dns_name_problem("db.example.com:5432"),
+            Some(NameProblem::Port("5432".into()))
+        );
+        assert_eq!(
+            dns_name_problem("db.example.com/path"),
+            Some(NameProblem::Path("/path".into()))
+        );
+        assert_eq!(
+            dns_name_problem("DB.example.com"),
+            Some(NameProblem::UpperCase)
+        );
+        assert_eq!(
+            dns_name_problem("my_db.example.com"),
+            Some(NameProblem::Underscore)
+        );
+        assert_eq!(dns_name_problem(""), Some(NameProblem::Empty));
+        assert_eq!(dns_name_problem("db.example.com"), None);
+        assert_eq!(dns_name_problem("db.example.com."), None);
+        assert_eq!(dns_name_problem("mysql"), None);
+    }
+
+    #[test]
+    fn host_part_strips_scheme_port_path_and_credentials() {
+        assert_eq!(host_part("https://db.example.com:5432/x"), "db.example.com");
+        assert_eq!(host_part("user@db.example.com"), "db.example.com");
+        assert_eq!(host_part("192.168.1.10:3306"), "192.168.1.10");
+        assert_eq!(host_part("[fd00::1]:80"), "fd00::1");
+        assert_eq!(host_part("fd00::1"), "fd00::1");
+    }
+
+    fn label() -> impl Strategy<Value = String> {
+        "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?"
+    }
+
+    proptest! {
+        #[test]
+        fn every_dns_1123_subdomain_is_accepted(labels in prop::collection::vec(label(), 1..5), dot in any::<bool>()) {
+            let mut name = labels.join(".");
+            if dot { name.push('.'); }
+            prop_assert_eq!(dns_name_problem(&name), None);
+        }
+
+        #[test]
+        fn names_with_upper_case_or_underscore_are_refused(labels in prop::collection::vec(label(), 1..4), bad in prop::sample::select(vec!['A', 'Z', '_']), at in 0usize..100) {
+            let name = labels.join(".");
+            let at = at % (name.len() + 1);
+            let mut bad_name = name.clone();
+            bad_name.insert(at, bad);
+            prop_assert!(dns_name_problem(&bad_name).is_some());
+        }
+
+        #[test]
+        fn dns_name_checking_never_panics(s in ".{0,300}") {
+            let _ = dns_name_problem(&s);
+            let _ = host_part(&s);
+            let _ = Target::parse(&s);
+        }
+
+        #[test]
+        fn an_ipv4_cidr_contains_exactly_the_addresses_sharing_its_prefix(net in any::<u32>(), len in 0u8..=32, ip in any::<u32>()) {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            let network = std::net::Ipv4Addr::from(net & mask);
+            let cidr = Cidr::parse(&format!("{network}/{len}")).unwrap();
+            let expected = (ip & mask) == (net & mask);
+            prop_assert_eq!(cidr.contains(IpAddr::V4(ip.into())), expected);
+            // The same address written IPv4-mapped must be judged the same.
+            let mapped = IpAddr::V6(std::net::Ipv4Addr::from(ip).to_ipv6_mapped());
+            prop_assert_eq!(cidr.contains(mapped), expected);
+        }
+
+        #[test]
+        fn an_ipv6_cidr_contains_exactly_the_addresses_sharing_its_prefix(net in any::<u128>(), len in 0u8..=128, ip in any::<u128>()) {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            let network = Ipv6Addr::from(net & mask);
+            prop_assume!(network.to_ipv4_mapped().is_none());
+            let cidr = Cidr::parse(&format!("{network}/{len}")).unwrap();
+            let addr = Ipv6Addr::from(ip);
+            prop_assume!(addr.to_ipv4_mapped().is_none());
+            prop_assert_eq!(cidr.contains(IpAddr::V6(addr)), (ip & mask) == (net & mask));
+        }
+    }
+}
