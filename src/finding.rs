@@ -172,3 +172,40 @@ impl Finding {
         )
     }
 }
+
+/// Appends a map key to a field path the way findings and the manifest line index both
+/// write it: `metadata.labels` + `team` → `metadata.labels.team`, but keys that are not plain
+/// identifiers are quoted: `metadata.labels["kubernetes.io/service-name"]`.
+pub fn field_key(path: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    match (path.is_empty(), plain) {
+        (true, true) => key.to_owned(),
+        (false, true) => format!("{path}.{key}"),
+        (_, false) => format!("{path}[{key:?}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths_quote_keys_that_are_not_identifiers() {
+        assert_eq!(field_key("", "metadata"), "metadata");
+        assert_eq!(field_key("metadata", "labels"), "metadata.labels");
+        assert_eq!(
+            field_key("metadata.labels", "kubernetes.io/service-name"),
+            "metadata.labels[\"kubernetes.io/service-name\"]"
+        );
+    }
+
+    #[test]
+    fn every_rule_id_parses_back_from_its_string() {
+        for rule in RuleId::ALL {
+            assert_eq!(RuleId::parse(rule.as_str()), Some(rule));
+        }
+    }
+}

@@ -12,5 +12,5 @@ pub mod finding;
 pub mod object;
 pub mod policy;
 //pub mod report;
-//pub mod rules;
+pub mod rules;
 pub mod target;

@@ -63,6 +63,9 @@ impl fmt::Display for ObjectRef {
 }
 
 /// An object extsvc-guard judges.
+// The variants differ in size, but objects are held one per manifest document and their
+// contents live on the heap anyway: boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     Service(Service),
@@ -110,9 +113,7 @@ impl Object {
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels()
-            .and_then(|l| l.get(key))
-            .map(String::as_str)
+        self.labels().and_then(|l| l.get(key)).map(String::as_str)
     }
 
     /// True for objects the control plane wrote: Endpoints from the endpoints controller,
@@ -282,7 +283,13 @@ mod tests {
     #[test]
     fn a_slice_that_only_claims_the_controller_label_is_hand_written() {
         let meta = ObjectMeta {
-            labels: Some([(MANAGED_BY_LABEL.to_owned(), ENDPOINTSLICE_CONTROLLER.to_owned())].into()),
+            labels: Some(
+                [(
+                    MANAGED_BY_LABEL.to_owned(),
+                    ENDPOINTSLICE_CONTROLLER.to_owned(),
+                )]
+                .into(),
+            ),
             ..Default::default()
         };
         assert!(!slice_managed_by_control_plane(&meta));

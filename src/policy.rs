@@ -248,7 +248,11 @@ impl Policy {
     ) -> NamespacePolicy<'a> {
         let mut actions = self.rules.clone();
         let mut allow = &self.allow;
-        for o in self.namespaces.iter().filter(|o| o.selects(namespace, labels)) {
+        for o in self
+            .namespaces
+            .iter()
+            .filter(|o| o.selects(namespace, labels))
+        {
             actions.extend(o.rules.iter().map(|(k, v)| (*k, *v)));
             if let Some(a) = &o.allow {
                 allow = a;
@@ -281,7 +285,12 @@ fn field_name(path: &str, text: &str, line: Option<u64>) -> String {
     let key = line
         .and_then(|l| text.lines().nth(usize::try_from(l).ok()?.checked_sub(1)?))
         .and_then(|l| l.split_once(':'))
-        .map(|(k, _)| k.trim().trim_start_matches("- ").trim_matches(['"', '\'']).to_owned())
+        .map(|(k, _)| {
+            k.trim()
+                .trim_start_matches("- ")
+                .trim_matches(['"', '\''])
+                .to_owned()
+        })
         .filter(|k| !k.is_empty());
     match key {
         Some(k) => path.replacen('?', &k, 1),
@@ -332,7 +341,11 @@ impl Default for RawPolicy {
 }
 
 fn unspanned<T>(value: T) -> Spanned<T> {
-    Spanned::new(value, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+    Spanned::new(
+        value,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -687,7 +700,12 @@ pub fn label_value_problem(value: &str) -> Option<String> {
 
 fn dns_prefix_problem(prefix: &str) -> Option<String> {
     crate::target::dns_name_problem(prefix)
-        .map(|p| format!("{prefix:?} must be a lower-case DNS subdomain: {}", p.what()))
+        .map(|p| {
+            format!(
+                "{prefix:?} must be a lower-case DNS subdomain: {}",
+                p.what()
+            )
+        })
         .or_else(|| {
             prefix
                 .ends_with('.')
@@ -720,8 +738,11 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_an_error_naming_line_and_field() {
-        let err = Policy::from_yaml("rules:\n  port-name-mismatch: warn\ntargets:\n  denny: {}\n", "p.yaml")
-            .unwrap_err();
+        let err = Policy::from_yaml(
+            "rules:\n  port-name-mismatch: warn\ntargets:\n  denny: {}\n",
+            "p.yaml",
+        )
+        .unwrap_err();
         assert_eq!(err.line, Some(4), "{err}");
         assert!(err.message.contains("denny"), "{err}");
         assert_eq!(err.field, "targets.denny", "{err}");
@@ -774,16 +795,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            p.for_namespace("legacy", None).action(RuleId::PortNameMismatch),
+            p.for_namespace("legacy", None)
+                .action(RuleId::PortNameMismatch),
             Some(Action::Warn)
         );
         let lax: BTreeMap<String, String> = [("tier".to_owned(), "lax".to_owned())].into();
         assert_eq!(
-            p.for_namespace("legacy", Some(&lax)).action(RuleId::PortNameMismatch),
+            p.for_namespace("legacy", Some(&lax))
+                .action(RuleId::PortNameMismatch),
             None
         );
         assert_eq!(
-            p.for_namespace("other", None).action(RuleId::PortNameMismatch),
+            p.for_namespace("other", None)
+                .action(RuleId::PortNameMismatch),
             Some(Action::Deny)
         );
     }

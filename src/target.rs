@@ -252,7 +252,9 @@ impl NameProblem {
             NameProblem::LabelTooLong(l) => {
                 format!("its label \"{l}\" is longer than 63 characters")
             }
-            NameProblem::EmptyLabel => "it contains an empty label (\"..\" or a leading dot)".into(),
+            NameProblem::EmptyLabel => {
+                "it contains an empty label (\"..\" or a leading dot)".into()
+            }
             NameProblem::BadLabelEdge(l) => {
                 format!("its label \"{l}\" starts or ends with \"-\"")
             }

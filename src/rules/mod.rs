@@ -1,0 +1,278 @@
+//! The engine: every rule of the catalogue, each a pure function from the object under
+//! judgement, the cluster view and the policy to findings. Find a rule by its id: the file
+//! is named after it (`endpoints-orphaned` → `endpoints_orphaned.rs`).
+
+use std::collections::BTreeMap;
+
+use crate::cluster::{ClusterView, EndpointPort, ServiceInfo};
+use crate::finding::{Action, Finding, RuleId, Severity, field_key};
+use crate::object::{Kind, Object, SERVICE_NAME_LABEL, protocol_or_tcp};
+use crate::policy::{NamespacePolicy, Policy};
+
+pub mod endpoints_orphaned;
+pub mod endpoints_overwritten;
+pub mod endpointslice_unlabeled;
+pub mod externalname_host_mismatch;
+pub mod externalname_invalid;
+pub mod externalname_ip;
+pub mod headless_port_remap;
+pub mod port_name_mismatch;
+pub mod required_metadata;
+pub mod service_no_endpoints;
+pub mod target_disallowed;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+/// Who is judging: decides which of two paired objects carries a cross-object finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One object under review (admission); its partners are already in the cluster.
+    Admission,
+    /// A whole set judged at once (`check`, `scan`): each problem is reported once,
+    /// on the Endpoints/EndpointSlice side.
+    Set,
+}
+
+/// What a rule sees besides the object itself.
+pub struct Context<'a> {
+    pub view: &'a dyn ClusterView,
+    pub policy: &'a NamespacePolicy<'a>,
+    pub namespace: &'a str,
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+    pub mode: Mode,
+}
+
+/// A finding before the policy decides its action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub severity: Severity,
+    pub field: String,
+    pub message: String,
+}
+
+impl Draft {
+    pub fn violation(field: impl Into<String>, message: impl Into<String>) -> Draft {
+        Draft {
+            severity: Severity::Violation,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn advisory(field: impl Into<String>, message: impl Into<String>) -> Draft {
+        Draft {
+            severity: Severity::Advisory,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn note(field: impl Into<String>, message: impl Into<String>) -> Draft {
+        Draft {
+            severity: Severity::Note,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+type Rule = fn(&Object, &Context<'_>) -> Vec<Draft>;
+
+/// The catalogue, in the order findings are reported.
+const RULES: [(RuleId, Rule); 11] = [
+    (
+        RuleId::EndpointsliceUnlabeled,
+        endpointslice_unlabeled::check,
+    ),
+    (RuleId::EndpointsOrphaned, endpoints_orphaned::check),
+    (RuleId::EndpointsOverwritten, endpoints_overwritten::check),
+    (RuleId::PortNameMismatch, port_name_mismatch::check),
+    (RuleId::HeadlessPortRemap, headless_port_remap::check),
+    (RuleId::ServiceNoEndpoints, service_no_endpoints::check),
+    (RuleId::ExternalnameIp, externalname_ip::check),
+    (RuleId::ExternalnameInvalid, externalname_invalid::check),
+    (
+        RuleId::ExternalnameHostMismatch,
+        externalname_host_mismatch::check,
+    ),
+    (RuleId::TargetDisallowed, target_disallowed::check),
+    (RuleId::RequiredMetadata, required_metadata::check),
+];
+
+/// Judges one object. Objects the control plane wrote and objects in exempt namespaces
+/// get no findings; rules the policy turns off do not run.
+pub fn judge(object: &Object, view: &dyn ClusterView, policy: &Policy, mode: Mode) -> Vec<Finding> {
+    if object.is_control_plane_managed() {
+        return Vec::new();
+    }
+    let namespace = object.namespace();
+    let labels = view.namespace_labels(namespace);
+    let ns_policy = policy.for_namespace(namespace, labels.as_ref());
+    if ns_policy.exempt {
+        return Vec::new();
+    }
+    let cx = Context {
+        view,
+        policy: &ns_policy,
+        namespace,
+        namespace_labels: labels.as_ref(),
+        mode,
+    };
+    let reference = object.reference();
+    let mut findings = Vec::new();
+    for (rule, check) in RULES {
+        let Some(policy_action) = ns_policy.action(rule) else {
+            continue;
+        };
+        for draft in check(object, &cx) {
+            let action = match draft.severity {
+                Severity::Violation => policy_action,
+                Severity::Advisory => policy_action.min(Action::Warn),
+                Severity::Note => Action::Info,
+            };
+            findings.push(Finding {
+                rule,
+                action,
+                object: reference.clone(),
+                field: draft.field,
+                message: draft.message,
+            });
+        }
+    }
+    findings
+}
+
+/// One port of the Endpoints/EndpointSlice under judgement, with where it is written.
+#[derive(Debug, Clone)]
+pub struct SubjectPort {
+    pub field: String,
+    pub port: EndpointPort,
+}
+
+/// An Endpoints or EndpointSlice under judgement, seen the same way by every rule.
+#[derive(Debug, Clone)]
+pub struct EndpointsSubject {
+    pub kind: Kind,
+    pub name: String,
+    /// The Service it is for: an Endpoints' own name, an EndpointSlice's
+    /// `kubernetes.io/service-name` label.
+    pub service_name: Option<String>,
+    pub ports: Vec<SubjectPort>,
+}
+
+impl EndpointsSubject {
+    pub fn of(object: &Object) -> Option<EndpointsSubject> {
+        match object {
+            Object::Service(_) => None,
+            Object::Endpoints(e) => {
+                let mut ports = Vec::new();
+                for (i, subset) in e.subsets.iter().flatten().enumerate() {
+                    for (j, p) in subset.ports.iter().flatten().enumerate() {
+                        ports.push(SubjectPort {
+                            field: format!("subsets[{i}].ports[{j}]"),
+                            port: EndpointPort {
+                                name: p.name.clone().unwrap_or_default(),
+                                protocol: protocol_or_tcp(p.protocol.as_ref()).to_owned(),
+                                port: p.port,
+                            },
+                        });
+                    }
+                }
+                let name = e.metadata.name.clone().unwrap_or_default();
+                Some(EndpointsSubject {
+                    kind: Kind::Endpoints,
+                    service_name: Some(name.clone()),
+                    name,
+                    ports,
+                })
+            }
+            Object::EndpointSlice(s) => {
+                let ports = s
+                    .ports
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .filter_map(|(i, p)| {
+                        Some(SubjectPort {
+                            field: format!("ports[{i}]"),
+                            port: EndpointPort {
+                                name: p.name.clone().unwrap_or_default(),
+                                protocol: protocol_or_tcp(p.protocol.as_ref()).to_owned(),
+                                port: p.port?,
+                            },
+                        })
+                    })
+                    .collect();
+                Some(EndpointsSubject {
+                    kind: Kind::EndpointSlice,
+                    name: object.name(),
+                    service_name: object
+                        .label(SERVICE_NAME_LABEL)
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned),
+                    ports,
+                })
+            }
+        }
+    }
+
+    /// The field that ties it to its Service: what to change to pair it with another one.
+    pub fn pairing_field(&self) -> String {
+        match self.kind {
+            Kind::EndpointSlice => field_key("metadata.labels", SERVICE_NAME_LABEL),
+            _ => "metadata.name".to_owned(),
+        }
+    }
+
+    /// "this Endpoints" / "this EndpointSlice".
+    pub fn this(&self) -> String {
+        format!("this {}", self.kind)
+    }
+}
+
+/// The Service an Endpoints/EndpointSlice is compared with: its own, or — when it has
+/// none — the Service it was most likely meant for.
+pub struct PairedService {
+    pub service: ServiceInfo,
+    pub likely: bool,
+}
+
+/// The Service whose hand-written endpoints `subject` provides, when that Service takes
+/// hand-written endpoints at all (no selector, not ExternalName).
+pub fn paired_service(subject: &EndpointsSubject, cx: &Context<'_>) -> Option<PairedService> {
+    let name = subject.service_name.as_deref()?;
+    match cx.view.service(cx.namespace, name) {
+        Some(service) => service
+            .takes_hand_written_endpoints()
+            .then_some(PairedService {
+                service,
+                likely: false,
+            }),
+        None => endpoints_orphaned::likely_services(name, &subject.ports, cx)
+            .into_iter()
+            .next()
+            .map(|service| PairedService {
+                service,
+                likely: true,
+            }),
+    }
+}
+
+/// How a port reads in messages: `"mysql"/TCP`, or `(unnamed)/TCP`.
+pub fn port_label(name: &str, protocol: &str) -> String {
+    if name.is_empty() {
+        format!("(unnamed)/{protocol}")
+    } else {
+        format!("{name:?}/{protocol}")
+    }
+}
+
+/// Joins names for a message: `a`, `a or b`, `a, b or c`.
+pub fn either(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}

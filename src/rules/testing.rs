@@ -1,0 +1,108 @@
+//! Test support: judge a small manifest set written as YAML.
+
+use crate::cluster::ManifestView;
+use crate::finding::{Action, Finding, RuleId};
+use crate::object::Object;
+use crate::policy::Policy;
+use crate::rules::{Mode, judge};
+
+/// Reads the objects of a multi-document YAML text; Namespaces are returned apart.
+pub fn objects(yaml: &str) -> (Vec<Object>, ManifestView) {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).unwrap();
+    let mut view = ManifestView::new();
+    let mut objects = Vec::new();
+    for doc in docs {
+        match doc["kind"].as_str().unwrap() {
+            "Service" => objects.push(Object::Service(serde_json::from_value(doc).unwrap())),
+            "Endpoints" => objects.push(Object::Endpoints(serde_json::from_value(doc).unwrap())),
+            "EndpointSlice" => {
+                objects.push(Object::EndpointSlice(serde_json::from_value(doc).unwrap()))
+            }
+            "Namespace" => view.insert_namespace(&serde_json::from_value(doc).unwrap()),
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+    for o in &objects {
+        view.insert(o);
+    }
+    (objects, view)
+}
+
+/// Judges every object of the set with `policy` (the default when `None`).
+pub fn judge_set_with(yaml: &str, policy: Option<&str>, mode: Mode) -> Vec<Finding> {
+    let policy = match policy {
+        Some(text) => Policy::from_yaml(text, "test-policy.yaml").unwrap(),
+        None => Policy::embedded(),
+    };
+    let (objects, view) = objects(yaml);
+    objects
+        .iter()
+        .flat_map(|o| judge(o, &view, &policy, mode))
+        .collect()
+}
+
+pub fn judge_set(yaml: &str) -> Vec<Finding> {
+    judge_set_with(yaml, None, Mode::Set)
+}
+
+/// The findings of one rule.
+pub fn of_rule(findings: &[Finding], rule: RuleId) -> Vec<Finding> {
+    findings
+        .iter()
+        .filter(|f| f.rule == rule)
+        .cloned()
+        .collect()
+}
+
+/// Asserts exactly one finding of `rule`, with `action`, on object `name`, and returns it.
+pub fn one(findings: &[Finding], rule: RuleId, action: Action, name: &str) -> Finding {
+    let matching: Vec<&Finding> = findings.iter().filter(|f| f.rule == rule).collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "expected one {rule} finding, got: {findings:#?}"
+    );
+    let f = matching[0].clone();
+    assert_eq!(f.action, action, "{f:#?}");
+    assert_eq!(f.object.name, name, "{f:#?}");
+    f
+}
+
+/// Asserts no finding of `rule`.
+pub fn none(findings: &[Finding], rule: RuleId) {
+    let matching = of_rule(findings, rule);
+    assert!(
+        matching.is_empty(),
+        "expected no {rule} finding, got: {matching:#?}"
+    );
+}
+
+/// The seeds' mysql-svc / mysql-ep pair (documents 000 and 002).
+pub const MYSQL_PAIR: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: mysql-svc
+  namespace: default
+spec:
+  clusterIP: None
+  ports:
+    - name: default-ep
+      port: 3306
+      protocol: TCP
+      targetPort: 3306
+  type: ClusterIP
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: mysql-ep
+  namespace: default
+subsets:
+  - addresses:
+      - ip: 114.32.146.154
+    ports:
+      - name: mysql
+        port: 3306
+        protocol: TCP
+"#;
