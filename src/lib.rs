@@ -8,7 +8,7 @@
 //pub mod cli;
 pub mod cluster;
 pub mod finding;
-//pub mod manifest;
+pub mod manifest;
 pub mod object;
 pub mod policy;
 //pub mod report;
