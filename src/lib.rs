@@ -5,12 +5,12 @@
 //! into objects and the findings into output.
 #![forbid(unsafe_code)]
 
-//pub mod cli;
+pub mod cli;
 pub mod cluster;
 pub mod finding;
 pub mod manifest;
 pub mod object;
 pub mod policy;
-//pub mod report;
+pub mod report;
 pub mod rules;
 pub mod target;

@@ -149,7 +149,10 @@ impl ManifestSet {
             };
             let parsed = if is_json {
                 serde_json::from_str::<Value>(doc_text).map_err(|e| {
-                    (u64::try_from(e.line()).unwrap_or(0), format!("is not valid JSON: {e}"))
+                    (
+                        u64::try_from(e.line()).unwrap_or(0),
+                        format!("is not valid JSON: {e}"),
+                    )
                 })
             } else {
                 serde_saphyr::from_str::<Value>(doc_text).map_err(|e| {
@@ -181,7 +184,13 @@ impl ManifestSet {
             && value.get("items").is_some();
         if is_list {
             let Some(items) = value.get("items").and_then(Value::as_array) else {
-                self.error_at(file, span, doc_text, "items", "items of a List must be a sequence of objects".into());
+                self.error_at(
+                    file,
+                    span,
+                    doc_text,
+                    "items",
+                    "items of a List must be a sequence of objects".into(),
+                );
                 return;
             };
             for (i, item) in items.iter().enumerate() {
@@ -192,15 +201,37 @@ impl ManifestSet {
         }
     }
 
-    fn add_object(&mut self, file: &str, span: &DocumentSpan, doc_text: &str, value: &Value, prefix: String) {
+    fn add_object(
+        &mut self,
+        file: &str,
+        span: &DocumentSpan,
+        doc_text: &str,
+        value: &Value,
+        prefix: String,
+    ) {
         let at = |field: &str| join_path(&prefix, field);
         if !value.is_object() {
-            self.error_at(file, span, doc_text, &prefix, "is not a Kubernetes object: expected a mapping with apiVersion and kind".into());
+            self.error_at(
+                file,
+                span,
+                doc_text,
+                &prefix,
+                "is not a Kubernetes object: expected a mapping with apiVersion and kind".into(),
+            );
             return;
         }
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let Some(kind) = value.get("kind").and_then(Value::as_str) else {
-            self.error_at(file, span, doc_text, &prefix, "has no kind: every Kubernetes object needs apiVersion and kind".into());
+            self.error_at(
+                file,
+                span,
+                doc_text,
+                &prefix,
+                "has no kind: every Kubernetes object needs apiVersion and kind".into(),
+            );
             return;
         };
         let object = match (kind, api_version) {
@@ -243,7 +274,14 @@ impl ManifestSet {
         }
     }
 
-    fn error_at(&mut self, file: &str, span: &DocumentSpan, doc_text: &str, field: &str, message: String) {
+    fn error_at(
+        &mut self,
+        file: &str,
+        span: &DocumentSpan,
+        doc_text: &str,
+        field: &str,
+        message: String,
+    ) {
         let line = LineIndex::build(doc_text)
             .and_then(|index| index.line_of(field))
             .unwrap_or(1);
@@ -292,10 +330,7 @@ impl Locator<'_> {
             .entry((span.source, span.start))
             .or_insert_with(|| LineIndex::build(&source.text[span.start..span.end]));
         let path = join_path(&object.path_prefix, field);
-        let line = index
-            .as_ref()
-            .and_then(|i| i.line_of(&path))
-            .unwrap_or(1);
+        let line = index.as_ref().and_then(|i| i.line_of(&path)).unwrap_or(1);
         (source.name.clone(), absolute_line(span, line))
     }
 }
@@ -356,17 +391,29 @@ fn split_documents(text: &str) -> Vec<Chunk> {
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
         };
         if is_marker("---") {
-            chunks.push(Chunk { start, end: offset, first_line });
+            chunks.push(Chunk {
+                start,
+                end: offset,
+                first_line,
+            });
             start = offset;
             first_line = line_no;
         } else if is_marker("...") {
-            chunks.push(Chunk { start, end: offset, first_line });
+            chunks.push(Chunk {
+                start,
+                end: offset,
+                first_line,
+            });
             start = offset + line.len();
             first_line = line_no + 1;
         }
         offset += line.len();
     }
-    chunks.push(Chunk { start, end: text.len(), first_line });
+    chunks.push(Chunk {
+        start,
+        end: text.len(),
+        first_line,
+    });
     chunks
 }
 
@@ -488,6 +535,9 @@ mod tests {
             .iter()
             .map(|c| &"a: 1\n--- # two\nb: 2\n...\n---\nc: 3\n"[c.start..c.end])
             .collect();
-        assert_eq!(texts, vec!["a: 1\n", "--- # two\nb: 2\n", "", "---\nc: 3\n"]);
+        assert_eq!(
+            texts,
+            vec!["a: 1\n", "--- # two\nb: 2\n", "", "---\nc: 3\n"]
+        );
     }
 }

@@ -1,0 +1,86 @@
+//! `extsvc-guard check`: judge manifests as one set, report, and exit 0/1/2.
+
+use std::io::{IsTerminal, Write};
+
+use crate::cli::{CheckArgs, Color, FailOn, Format, exit};
+use crate::finding::Action;
+use crate::manifest::ManifestSet;
+use crate::policy::Policy;
+use crate::report::{Located, Report, sarif, text};
+use crate::rules::{Mode, judge};
+
+pub(super) fn run(args: CheckArgs) -> u8 {
+    let policy = match &args.policy {
+        Some(path) => match Policy::load(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("extsvc-guard: {e}");
+                return exit::USAGE;
+            }
+        },
+        None => Policy::embedded(),
+    };
+    let set = ManifestSet::load(&args.paths);
+    let report = check_set(&set, &policy);
+    let rendered = match args.format {
+        Format::Text => {
+            let color = match args.color {
+                Color::Always => true,
+                Color::Never => false,
+                Color::Auto => {
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
+            };
+            text::render(&report, text::Style { color })
+        }
+        Format::Json => report.to_json() + "\n",
+        Format::Sarif => sarif::render(&report) + "\n",
+    };
+    let mut out = std::io::stdout().lock();
+    if out.write_all(rendered.as_bytes()).is_err() {
+        return exit::USAGE;
+    }
+    exit_code(&report, args.fail_on)
+}
+
+/// Judges every object of the set against the rest of it.
+pub fn check_set(set: &ManifestSet, policy: &Policy) -> Report {
+    let view = set.view();
+    let mut locator = set.locator();
+    let mut findings = Vec::new();
+    for loaded in &set.objects {
+        for finding in judge(&loaded.object, &view, policy, Mode::Set) {
+            let (file, line) = locator.locate(loaded, &finding.field);
+            findings.push(Located {
+                finding,
+                file,
+                line,
+            });
+        }
+    }
+    Report {
+        findings,
+        errors: set.errors.clone(),
+        objects: set.objects.len(),
+        files: set.sources.len(),
+    }
+}
+
+fn exit_code(report: &Report, fail_on: FailOn) -> u8 {
+    if !report.errors.is_empty() {
+        return exit::USAGE;
+    }
+    let threshold = match fail_on {
+        FailOn::Deny => Action::Deny,
+        FailOn::Warn => Action::Warn,
+    };
+    if report
+        .findings
+        .iter()
+        .any(|f| f.finding.action >= threshold)
+    {
+        exit::DENIED
+    } else {
+        exit::OK
+    }
+}
