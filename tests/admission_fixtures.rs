@@ -61,8 +61,7 @@ fn every_fixture_object_deserialises_into_its_typed_kind() {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let review: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let review: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let _ = object_of(&review);
         count += 1;
     }
@@ -80,7 +79,11 @@ fn the_real_mysql_ep_request_is_denied_as_orphaned_with_the_port_mismatch() {
         ],
         "{findings:#?}"
     );
-    assert!(findings[0].message.contains("did you mean Service mysql-svc?"));
+    assert!(
+        findings[0]
+            .message
+            .contains("did you mean Service mysql-svc?")
+    );
 }
 
 #[test]

@@ -1,0 +1,106 @@
+//! The README and the example manifests say what the tool does: keep them true.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use extsvc_guard::policy::DEFAULT_POLICY_YAML;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_extsvc-guard"))
+        .current_dir(root())
+        .args(["check", "--format", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap();
+    (out.status.code().unwrap(), json)
+}
+
+fn rules_fired(json: &serde_json::Value) -> Vec<(String, String)> {
+    json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap().to_owned(),
+                f["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_prints_the_embedded_default_policy_verbatim() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(DEFAULT_POLICY_YAML),
+        "README.md must contain src/policy/default.yaml verbatim"
+    );
+}
+
+#[test]
+fn each_rule_example_fires_its_rule() {
+    for (file, rule, action) in [
+        ("mysql-pair.yaml", "endpoints-orphaned", "deny"),
+        ("mysql-pair.yaml", "port-name-mismatch", "deny"),
+        ("mysql-pair.yaml", "service-no-endpoints", "warn"),
+        (
+            "endpointslice-unlabeled.yaml",
+            "endpointslice-unlabeled",
+            "deny",
+        ),
+        (
+            "endpoints-overwritten.yaml",
+            "endpoints-overwritten",
+            "deny",
+        ),
+        ("externalname-ip.yaml", "externalname-ip", "deny"),
+        ("externalname-invalid.yaml", "externalname-invalid", "deny"),
+        (
+            "externalname-host-mismatch.yaml",
+            "externalname-host-mismatch",
+            "warn",
+        ),
+        ("headless-port-remap.yaml", "headless-port-remap", "deny"),
+        ("target-disallowed.yaml", "target-disallowed", "deny"),
+    ] {
+        let path = Path::new("docs/examples").join(file);
+        let (_, json) = check_json(&[path.to_str().unwrap()]);
+        let fired = rules_fired(&json);
+        assert!(
+            fired.contains(&(rule.to_owned(), action.to_owned())),
+            "{file}: expected {action} {rule}, got {fired:?}"
+        );
+    }
+}
+
+#[test]
+fn the_required_metadata_example_is_denied_with_its_policy() {
+    let (code, json) = check_json(&[
+        "--policy",
+        "docs/policies/required-metadata.yaml",
+        "docs/examples/required-metadata.yaml",
+    ]);
+    assert_eq!(code, 1);
+    let fired = rules_fired(&json);
+    assert_eq!(
+        fired,
+        vec![
+            ("required-metadata".to_owned(), "info".to_owned()),
+            ("required-metadata".to_owned(), "deny".to_owned()),
+            ("required-metadata".to_owned(), "deny".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn the_correct_patterns_pass_clean() {
+    let (code, json) = check_json(&["docs/examples/correct-patterns.yaml"]);
+    assert_eq!(rules_fired(&json), Vec::<(String, String)>::new());
+    assert_eq!(code, 0);
+}
