@@ -122,8 +122,9 @@ impl ManifestSet {
     /// Parses one input's text and adds what it holds.
     pub fn add_source(&mut self, name: String, text: String) {
         let source = self.sources.len();
-        let is_json = name.ends_with(".json")
-            || (name == "<stdin>" && text.trim_start().starts_with(['{', '[']));
+        // JSON is YAML too: only `.json` files take the (faster, stricter) JSON parser, so
+        // flow-style YAML on stdin (`{kind: Service, …}`) is still read.
+        let is_json = name.ends_with(".json");
         let chunks = if is_json {
             vec![Chunk {
                 start: 0,
@@ -267,7 +268,7 @@ impl ManifestSet {
                 let message = if field.is_empty() {
                     format!("{kind} does not match its schema: {message}")
                 } else {
-                    format!("{kind} field {field}: {message}")
+                    format!("{kind} field {}: {message}", at(&field))
                 };
                 self.error_at(file, span, doc_text, &at(&field), message)
             }
