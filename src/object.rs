@@ -205,16 +205,6 @@ impl ServiceShape {
             ServiceShape::IpMapping
         }
     }
-
-    /// The value of the `shape` label the mutating webhook sets.
-    pub fn label_value(self) -> Option<&'static str> {
-        match self {
-            ServiceShape::ExternalName => Some("external-name"),
-            ServiceShape::IpMapping => Some("ip-mapping"),
-            ServiceShape::HeadlessMapping => Some("headless-mapping"),
-            ServiceShape::InCluster => None,
-        }
-    }
 }
 
 /// `clusterIP: None` (or the same in `clusterIPs`).

@@ -265,12 +265,6 @@ impl Policy {
             exempt: self.exempt_namespaces.iter().any(|n| n == namespace),
         }
     }
-
-    /// True when some override selects namespaces by label: such a policy needs the
-    /// namespaces' labels to be applied exactly.
-    pub fn selects_namespaces_by_label(&self) -> bool {
-        self.namespaces.iter().any(|o| o.selector.is_some())
-    }
 }
 
 /// The dotted path of the field at fault. serde cannot name map keys that are not plain
