@@ -26,6 +26,17 @@ pub struct EndpointPort {
     pub port: i32,
 }
 
+impl EndpointPort {
+    /// As kube-proxy reads it: no name is the empty name, no protocol is TCP.
+    pub fn new(name: Option<&String>, protocol: Option<&String>, port: i32) -> EndpointPort {
+        EndpointPort {
+            name: name.cloned().unwrap_or_default(),
+            protocol: protocol_or_tcp(protocol).to_owned(),
+            port,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePortInfo {
     pub name: String,
@@ -93,11 +104,7 @@ impl EndpointsInfo {
             .iter()
             .flatten()
             .flat_map(|s| s.ports.iter().flatten())
-            .map(|p| EndpointPort {
-                name: p.name.clone().unwrap_or_default(),
-                protocol: protocol_or_tcp(p.protocol.as_ref()).to_owned(),
-                port: p.port,
-            })
+            .map(|p| EndpointPort::new(p.name.as_ref(), p.protocol.as_ref(), p.port))
             .collect();
         ports.sort();
         ports.dedup();
@@ -137,11 +144,8 @@ impl SliceInfo {
             .flatten()
             .filter_map(|p| {
                 // A slice port without a number means "all ports": nothing to pair by number.
-                p.port.map(|port| EndpointPort {
-                    name: p.name.clone().unwrap_or_default(),
-                    protocol: protocol_or_tcp(p.protocol.as_ref()).to_owned(),
-                    port,
-                })
+                p.port
+                    .map(|port| EndpointPort::new(p.name.as_ref(), p.protocol.as_ref(), port))
             })
             .collect();
         SliceInfo {

@@ -158,7 +158,10 @@ impl ManifestSet {
             } else {
                 serde_saphyr::from_str::<Value>(doc_text).map_err(|e| {
                     let line = e.location().map_or(0, |l| l.line());
-                    (line, format!("is not valid YAML: {}", yaml_message(&e)))
+                    (
+                        line,
+                        format!("is not valid YAML: {}", yaml_error_message(&e)),
+                    )
                 })
             };
             match parsed {
@@ -362,7 +365,9 @@ fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, (String, String)> {
     })
 }
 
-fn yaml_message(e: &serde_saphyr::Error) -> String {
+/// The message of a YAML/serde error without serde-saphyr's " at line L column C" suffix:
+/// callers report the location themselves (manifests and policy files alike).
+pub fn yaml_error_message(e: &serde_saphyr::Error) -> String {
     let text = e.without_snippet().to_string();
     match text.rfind(" at line ") {
         Some(i) => text[..i].to_owned(),

@@ -233,7 +233,7 @@ impl Policy {
                     line: location.map(|l| l.line()),
                     column: location.map(|l| l.column()),
                     field: field_name(&path, text, location.map(|l| l.line())),
-                    message: plain_message(&e),
+                    message: crate::manifest::yaml_error_message(&e),
                 }
             })?
         };
@@ -289,16 +289,6 @@ fn field_name(path: &str, text: &str, line: Option<u64>) -> String {
     match key {
         Some(k) => path.replacen('?', &k, 1),
         None => path.to_owned(),
-    }
-}
-
-/// The message of a YAML/serde error without the location (we print that ourselves).
-fn plain_message(e: &serde_saphyr::Error) -> String {
-    let text = e.without_snippet().to_string();
-    // serde-saphyr appends " at line L column C"; the location is reported separately.
-    match text.rfind(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
     }
 }
 

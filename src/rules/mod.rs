@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::cluster::{ClusterView, EndpointPort, ServiceInfo};
 use crate::finding::{Action, Finding, RuleId, Severity, field_key};
-use crate::object::{Kind, Object, SERVICE_NAME_LABEL, protocol_or_tcp};
+use crate::object::{Kind, Object, SERVICE_NAME_LABEL};
 use crate::policy::{NamespacePolicy, Policy};
 
 pub mod endpoints_orphaned;
@@ -171,11 +171,7 @@ impl EndpointsSubject {
                     for (j, p) in subset.ports.iter().flatten().enumerate() {
                         ports.push(SubjectPort {
                             field: format!("subsets[{i}].ports[{j}]"),
-                            port: EndpointPort {
-                                name: p.name.clone().unwrap_or_default(),
-                                protocol: protocol_or_tcp(p.protocol.as_ref()).to_owned(),
-                                port: p.port,
-                            },
+                            port: EndpointPort::new(p.name.as_ref(), p.protocol.as_ref(), p.port),
                         });
                     }
                 }
@@ -196,11 +192,7 @@ impl EndpointsSubject {
                     .filter_map(|(i, p)| {
                         Some(SubjectPort {
                             field: format!("ports[{i}]"),
-                            port: EndpointPort {
-                                name: p.name.clone().unwrap_or_default(),
-                                protocol: protocol_or_tcp(p.protocol.as_ref()).to_owned(),
-                                port: p.port?,
-                            },
+                            port: EndpointPort::new(p.name.as_ref(), p.protocol.as_ref(), p.port?),
                         })
                     })
                     .collect();

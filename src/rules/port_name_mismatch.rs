@@ -68,7 +68,7 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     );
     let context = if paired.likely {
         format!(
-            " (compared with Service {}, the Service these endpoints look meant for)",
+            " ({} is the Service these endpoints look meant for)",
             service.name
         )
     } else {
