@@ -94,6 +94,8 @@ pub struct EndpointsInfo {
     pub name: String,
     /// The ports of every subset, deduplicated.
     pub ports: Vec<EndpointPort>,
+    /// The addresses of every subset (ready or not), deduplicated.
+    pub addresses: Vec<String>,
     pub control_plane: bool,
 }
 
@@ -108,10 +110,23 @@ impl EndpointsInfo {
             .collect();
         ports.sort();
         ports.dedup();
+        let mut addresses: Vec<String> = endpoints
+            .subsets
+            .iter()
+            .flatten()
+            .flat_map(|s| {
+                let ready = s.addresses.iter().flatten();
+                ready.chain(s.not_ready_addresses.iter().flatten())
+            })
+            .map(|a| a.ip.clone())
+            .collect();
+        addresses.sort();
+        addresses.dedup();
         EndpointsInfo {
             namespace: namespace_of(&endpoints.metadata).to_owned(),
             name: endpoints.metadata.name.clone().unwrap_or_default(),
             ports,
+            addresses,
             control_plane: object::endpoints_written_by_controller(&endpoints.metadata),
         }
     }
@@ -124,6 +139,8 @@ pub struct SliceInfo {
     pub service_name: Option<String>,
     pub managed_by: Option<String>,
     pub ports: Vec<EndpointPort>,
+    /// The addresses of every endpoint, deduplicated.
+    pub addresses: Vec<String>,
     pub control_plane: bool,
 }
 
@@ -148,12 +165,20 @@ impl SliceInfo {
                     .map(|port| EndpointPort::new(p.name.as_ref(), p.protocol.as_ref(), port))
             })
             .collect();
+        let mut addresses: Vec<String> = slice
+            .endpoints
+            .iter()
+            .flat_map(|e| e.addresses.iter().cloned())
+            .collect();
+        addresses.sort();
+        addresses.dedup();
         SliceInfo {
             namespace: namespace_of(&slice.metadata).to_owned(),
             name: object::name_of(&slice.metadata),
             service_name: label(SERVICE_NAME_LABEL),
             managed_by: label(MANAGED_BY_LABEL),
             ports,
+            addresses,
             control_plane: object::slice_managed_by_control_plane(&slice.metadata),
         }
     }
@@ -171,6 +196,43 @@ pub trait ClusterView {
     fn slices_in(&self, namespace: &str) -> Vec<SliceInfo>;
     /// The namespace's labels, or `None` when the view does not know the namespace.
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+    /// Whether an absent object is really absent. A view that cannot see the cluster
+    /// answers every lookup with "nothing", and rules must not conclude from that.
+    fn sees_cluster(&self) -> bool {
+        true
+    }
+}
+
+/// The view of a webhook running without a cluster connection: it knows no other object,
+/// so rules that pair objects stay silent instead of judging on absence.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoClusterView;
+
+impl ClusterView for NoClusterView {
+    fn service(&self, _: &str, _: &str) -> Option<ServiceInfo> {
+        None
+    }
+    fn services_in(&self, _: &str) -> Vec<ServiceInfo> {
+        Vec::new()
+    }
+    fn endpoints(&self, _: &str, _: &str) -> Option<EndpointsInfo> {
+        None
+    }
+    fn endpoints_in(&self, _: &str) -> Vec<EndpointsInfo> {
+        Vec::new()
+    }
+    fn slices_for(&self, _: &str, _: &str) -> Vec<SliceInfo> {
+        Vec::new()
+    }
+    fn slices_in(&self, _: &str) -> Vec<SliceInfo> {
+        Vec::new()
+    }
+    fn namespace_labels(&self, _: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
+    fn sees_cluster(&self) -> bool {
+        false
+    }
 }
 
 /// The objects of one manifest set, indexed by namespace and name.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster;
 pub mod finding;
 pub mod manifest;
+pub mod mutation;
 pub mod object;
 pub mod policy;
 pub mod report;

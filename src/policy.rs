@@ -162,6 +162,9 @@ pub struct Policy {
     pub external_ips_allow: Vec<Cidr>,
     pub required: RequiredMetadata,
     pub metadata_prefix: String,
+    /// Whether `/mutate` sets `<prefix>/shape` and `<prefix>/target` on Services that leave
+    /// the cluster.
+    pub shape_metadata: bool,
     pub namespaces: Vec<NamespaceOverride>,
 }
 
@@ -306,6 +309,7 @@ struct RawPolicy {
     external_ips: RawExternalIps,
     required_metadata: RawRequiredMetadata,
     metadata_prefix: Spanned<String>,
+    shape_metadata: bool,
     namespaces: Vec<RawNamespaceOverride>,
 }
 
@@ -319,6 +323,7 @@ impl Default for RawPolicy {
             external_ips: RawExternalIps::default(),
             required_metadata: RawRequiredMetadata::default(),
             metadata_prefix: unspanned("extsvc-guard.io".to_owned()),
+            shape_metadata: true,
             namespaces: Vec::new(),
         }
     }
@@ -626,6 +631,7 @@ impl RawPolicy {
                 )?,
             },
             metadata_prefix: self.metadata_prefix.value,
+            shape_metadata: self.shape_metadata,
             namespaces,
         })
     }

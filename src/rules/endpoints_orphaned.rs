@@ -18,7 +18,10 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Some(service_name) = subject.service_name.as_deref() else {
         return Vec::new();
     };
-    if service_name.is_empty() || cx.view.service(cx.namespace, service_name).is_some() {
+    if service_name.is_empty()
+        || !cx.view.sees_cluster()
+        || cx.view.service(cx.namespace, service_name).is_some()
+    {
         return Vec::new();
     }
     let field = subject.pairing_field();
@@ -166,6 +169,16 @@ mod tests {
     use super::*;
     use crate::finding::{Action, RuleId};
     use crate::rules::testing::*;
+
+    #[test]
+    fn without_a_view_of_the_cluster_an_absent_service_is_not_concluded() {
+        let findings = judge_alone(MYSQL_PAIR);
+        none(&findings, RuleId::EndpointsOrphaned);
+        assert!(
+            findings.iter().all(|f| f.action != Action::Deny),
+            "{findings:#?}"
+        );
+    }
 
     #[test]
     fn the_seed_pair_is_denied_naming_the_intended_service() {

@@ -11,7 +11,7 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
         return Vec::new();
     };
     let info = ServiceInfo::of(service);
-    if !info.takes_hand_written_endpoints() {
+    if !info.takes_hand_written_endpoints() || !cx.view.sees_cluster() {
         return Vec::new();
     }
     let name = info.name.as_str();
@@ -60,6 +60,11 @@ mod tests {
             "{}",
             f.message
         );
+    }
+
+    #[test]
+    fn without_a_view_of_the_cluster_a_missing_endpoints_is_not_reported() {
+        none(&judge_alone(MYSQL_PAIR), RuleId::ServiceNoEndpoints);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Test support: judge a small manifest set written as YAML.
 
-use crate::cluster::ManifestView;
+use crate::cluster::{ManifestView, NoClusterView};
 use crate::finding::{Action, Finding, RuleId};
 use crate::object::Object;
 use crate::policy::Policy;
@@ -38,6 +38,15 @@ pub fn judge_set_with(yaml: &str, policy: Option<&str>, mode: Mode) -> Vec<Findi
     objects
         .iter()
         .flat_map(|o| judge(o, &view, &policy, mode))
+        .collect()
+}
+
+/// Judges every object as a webhook with no cluster connection would: alone.
+pub fn judge_alone(yaml: &str) -> Vec<Finding> {
+    let (objects, _) = objects(yaml);
+    objects
+        .iter()
+        .flat_map(|o| judge(o, &NoClusterView, &Policy::embedded(), Mode::Admission))
         .collect()
 }
 
