@@ -5,6 +5,7 @@
 //! into objects and the findings into output.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cli;
 pub mod cluster;
 pub mod finding;

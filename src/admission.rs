@@ -1,0 +1,849 @@
+//! The admission front door: an `admission.k8s.io/v1` AdmissionReview in, the engine's
+//! findings (or the mutation's patch) out as an AdmissionReview response.
+//!
+//! Pure translation: no I/O, no clock. The server feeds it request bodies and a cluster
+//! view; everything the API server and the person at `kubectl` see is decided here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::cluster::ClusterView;
+use crate::finding::{Action, Finding, RuleId};
+use crate::mutation::{self, PatchOp};
+use crate::object::{Object, ServiceShape};
+use crate::policy::Policy;
+use crate::rules::{Mode, judge};
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// The audit annotation key; the API server records it as `<webhook name>/findings`.
+pub const AUDIT_KEY: &str = "findings";
+
+/// Warnings longer than this are cut: the API server truncates what exceeds 4 KiB in total.
+const WARNING_MAX_CHARS: usize = 400;
+
+/// Which webhook is being asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Validate,
+    Mutate,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Validate => "/validate",
+            Endpoint::Mutate => "/mutate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserInfo {
+    #[serde(default)]
+    pub username: String,
+}
+
+/// The part of an AdmissionRequest extsvc-guard reads. The objects stay raw JSON until the
+/// kind says which type to read them into.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    #[serde(default)]
+    pub user_info: UserInfo,
+    #[serde(default)]
+    pub object: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub old_object: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Review {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    request: Option<Request>,
+}
+
+/// Just enough of a review to answer it: its uid.
+#[derive(Deserialize)]
+struct UidOnly {
+    request: UidOnlyRequest,
+}
+
+#[derive(Deserialize)]
+struct UidOnlyRequest {
+    uid: String,
+}
+
+/// A body that is no AdmissionReview extsvc-guard can answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadReview {
+    /// The request's uid, when the body had one: the answer is then an AdmissionReview
+    /// carrying the error, which the API server shows; otherwise a plain HTTP 400.
+    pub uid: Option<String>,
+    pub message: String,
+}
+
+/// Reads a request body.
+pub fn parse(body: &[u8]) -> Result<Request, BadReview> {
+    let review: Review = serde_json::from_slice(body).map_err(|e| BadReview {
+        uid: serde_json::from_slice::<UidOnly>(body)
+            .ok()
+            .map(|u| u.request.uid),
+        message: format!("the request body is not a valid AdmissionReview: {e}"),
+    })?;
+    if review.kind.as_deref() != Some("AdmissionReview")
+        || review.api_version.as_deref() != Some(API_VERSION)
+    {
+        return Err(BadReview {
+            uid: review.request.map(|r| r.uid),
+            message: format!(
+                "expected kind AdmissionReview with apiVersion {API_VERSION} (set admissionReviewVersions: [v1] in the webhook configuration), got kind {:?} apiVersion {:?}",
+                review.kind.unwrap_or_default(),
+                review.api_version.unwrap_or_default()
+            ),
+        });
+    }
+    review.request.ok_or_else(|| BadReview {
+        uid: None,
+        message: "the AdmissionReview has no request".to_owned(),
+    })
+}
+
+/// How a request ended, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Judged and allowed with nothing to say.
+    Allowed,
+    /// Allowed with warnings.
+    Warned,
+    /// Allowed with a patch.
+    Patched,
+    Denied,
+    /// Not ours to judge: another kind, a subresource, or a control-plane writer.
+    Skipped,
+    /// The request could not be read.
+    Invalid,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Warned => "warned",
+            Verdict::Patched => "patched",
+            Verdict::Denied => "denied",
+            Verdict::Skipped => "skipped",
+            Verdict::Invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The answer to one review, and what logs and metrics need to know about it.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub uid: String,
+    pub allowed: bool,
+    pub status: Option<Status>,
+    pub warnings: Vec<String>,
+    pub audit: Option<String>,
+    pub patch: Vec<PatchOp>,
+    pub verdict: Verdict,
+    /// `Service`, `Endpoints`, `EndpointSlice`, or `other`.
+    pub kind: &'static str,
+    pub operation: &'static str,
+    pub namespace: String,
+    pub name: String,
+    /// Every finding after the admission adjustments (UPDATE downgrades, CREATE filtering).
+    pub findings: Vec<Finding>,
+}
+
+impl Decision {
+    fn new(request: &Request, kind: &'static str) -> Decision {
+        Decision {
+            uid: request.uid.clone(),
+            allowed: true,
+            status: None,
+            warnings: Vec::new(),
+            audit: None,
+            patch: Vec::new(),
+            verdict: Verdict::Allowed,
+            kind,
+            operation: request.operation.as_str(),
+            namespace: request.namespace.clone().unwrap_or_default(),
+            name: request.name.clone().unwrap_or_default(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// The answer to a body that could not be read but carried a uid.
+    pub fn invalid(uid: String, message: String) -> Decision {
+        Decision {
+            uid,
+            allowed: false,
+            status: Some(Status {
+                code: 400,
+                reason: "BadRequest",
+                message,
+            }),
+            warnings: Vec::new(),
+            audit: None,
+            patch: Vec::new(),
+            verdict: Verdict::Invalid,
+            kind: "other",
+            operation: "",
+            namespace: String::new(),
+            name: String::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    fn skipped(mut self) -> Decision {
+        self.verdict = Verdict::Skipped;
+        self
+    }
+
+    /// The rule ids of the findings that denied or warned, for the decision log line.
+    pub fn rule_ids(&self) -> Vec<&'static str> {
+        let mut ids: Vec<&'static str> = self
+            .findings
+            .iter()
+            .filter(|f| f.action > Action::Info)
+            .map(|f| f.rule.as_str())
+            .collect();
+        ids.dedup();
+        ids
+    }
+
+    /// The AdmissionReview answering this decision.
+    pub fn to_json(&self) -> Vec<u8> {
+        let patch = (!self.patch.is_empty()).then(|| {
+            // Serialising a list of plain enums into a Vec cannot fail.
+            let json = serde_json::to_vec(&self.patch).unwrap_or_default();
+            base64::engine::general_purpose::STANDARD.encode(json)
+        });
+        let review = ReviewOut {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response: ResponseOut {
+                uid: &self.uid,
+                allowed: self.allowed,
+                status: self.status.as_ref().map(|s| StatusOut {
+                    metadata: EmptyObject {},
+                    status: "Failure",
+                    code: s.code,
+                    reason: s.reason,
+                    message: &s.message,
+                }),
+                warnings: &self.warnings,
+                audit_annotations: self.audit.as_ref().map(|a| {
+                    let mut m = BTreeMap::new();
+                    m.insert(AUDIT_KEY, a.as_str());
+                    m
+                }),
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch,
+            },
+        };
+        serde_json::to_vec(&review).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_annotations: Option<BTreeMap<&'static str, &'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    metadata: EmptyObject,
+    status: &'static str,
+    code: u16,
+    reason: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct EmptyObject {}
+
+/// Requests from the control plane's own writers are allowed unjudged: the endpoints,
+/// EndpointSlice and mirroring controllers, the garbage collector, nodes and the other
+/// `system:` components. Denying them would fight Kubernetes itself.
+pub fn is_control_plane_user(username: &str) -> bool {
+    username.starts_with("system:serviceaccount:kube-system:")
+        || username.starts_with("system:node:")
+        || matches!(
+            username,
+            "system:kube-controller-manager" | "system:kube-scheduler" | "system:apiserver"
+        )
+}
+
+/// The kinds extsvc-guard judges, by the request's `kind` (group, version, kind).
+fn judged_kind(kind: &GroupVersionKind) -> Option<&'static str> {
+    match (
+        kind.group.as_str(),
+        kind.version.as_str(),
+        kind.kind.as_str(),
+    ) {
+        ("", "v1", "Service") => Some("Service"),
+        ("", "v1", "Endpoints") => Some("Endpoints"),
+        ("discovery.k8s.io", "v1", "EndpointSlice") => Some("EndpointSlice"),
+        _ => None,
+    }
+}
+
+fn read_object(kind: &str, raw: &RawValue) -> Result<Object, serde_json::Error> {
+    let text = raw.get();
+    Ok(match kind {
+        "Service" => Object::Service(serde_json::from_str(text)?),
+        "Endpoints" => Object::Endpoints(serde_json::from_str(text)?),
+        _ => Object::EndpointSlice(serde_json::from_str(text)?),
+    })
+}
+
+/// Answers one review.
+pub fn decide(
+    request: &Request,
+    view: &dyn ClusterView,
+    policy: &Policy,
+    endpoint: Endpoint,
+) -> Decision {
+    let Some(kind) = judged_kind(&request.kind) else {
+        return Decision::new(request, "other").skipped();
+    };
+    let decision = Decision::new(request, kind);
+    if request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+        || is_control_plane_user(&request.user_info.username)
+    {
+        return decision.skipped();
+    }
+    // The object the operation leaves behind, or the one it removes.
+    let (field, raw) = match request.operation {
+        Operation::Delete => ("oldObject", request.old_object.as_deref()),
+        _ => ("object", request.object.as_deref()),
+    };
+    let object = match raw.map(|raw| read_object(kind, raw)) {
+        Some(Ok(object)) => object,
+        Some(Err(e)) => {
+            return Decision::invalid(
+                request.uid.clone(),
+                format!("extsvc-guard cannot read request.{field} as a {kind}: {e}"),
+            );
+        }
+        None => {
+            return Decision::invalid(
+                request.uid.clone(),
+                format!(
+                    "extsvc-guard cannot judge this {} of a {kind}: request.{field} is missing",
+                    request.operation.as_str()
+                ),
+            );
+        }
+    };
+    let old = match (request.operation, request.old_object.as_deref()) {
+        (Operation::Update, Some(raw)) => read_object(kind, raw).ok(),
+        _ => None,
+    };
+    match endpoint {
+        Endpoint::Validate => validate(decision, request.operation, &object, old, view, policy),
+        Endpoint::Mutate => match request.operation {
+            Operation::Create | Operation::Update => {
+                let m = mutation::mutate(&object, view, policy);
+                let mut decision = decision;
+                decision.warnings = m.warnings.iter().map(|w| warning_line(w)).collect();
+                decision.patch = m.patch;
+                decision.verdict = if !decision.patch.is_empty() {
+                    Verdict::Patched
+                } else if !decision.warnings.is_empty() {
+                    Verdict::Warned
+                } else {
+                    Verdict::Allowed
+                };
+                decision
+            }
+            Operation::Delete | Operation::Connect => decision.skipped(),
+        },
+    }
+}
+
+fn validate(
+    mut decision: Decision,
+    operation: Operation,
+    object: &Object,
+    old: Option<Object>,
+    view: &dyn ClusterView,
+    policy: &Policy,
+) -> Decision {
+    let mut findings = match operation {
+        Operation::Delete => {
+            decision.warnings = delete_warnings(object, view, policy);
+            decision.verdict = if decision.warnings.is_empty() {
+                Verdict::Allowed
+            } else {
+                Verdict::Warned
+            };
+            return decision;
+        }
+        Operation::Connect => return decision.skipped(),
+        Operation::Create | Operation::Update => judge(object, view, policy, Mode::Admission),
+    };
+    if operation == Operation::Create {
+        // `kubectl apply` of a Service and its Endpoints sends the Service first: its
+        // endpoints are milliseconds away, not missing.
+        findings.retain(|f| f.rule != RuleId::ServiceNoEndpoints);
+    }
+    if let Some(old) = old {
+        let before = judge(&old, view, policy, Mode::Admission);
+        for f in findings.iter_mut().filter(|f| f.action == Action::Deny) {
+            if before
+                .iter()
+                .any(|b| b.rule == f.rule && b.field == f.field)
+            {
+                f.action = Action::Warn;
+                // First, so that a cut warning still says why it is not a denial.
+                f.message
+                    .insert_str(0, "already so before this update, so warned, not denied: ");
+            }
+        }
+    }
+    let denials: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.action == Action::Deny)
+        .collect();
+    decision.warnings = findings
+        .iter()
+        .filter(|f| f.action == Action::Warn)
+        .map(|f| warning_line(&format!("[{}] {}: {}", f.rule, f.field, f.message)))
+        .collect();
+    let audited: Vec<String> = findings
+        .iter()
+        .filter(|f| f.action > Action::Info)
+        .map(|f| format!("{}={}@{}", f.rule, f.action.as_str(), f.field))
+        .collect();
+    decision.audit = (!audited.is_empty()).then(|| audited.join("; "));
+    if denials.is_empty() {
+        decision.verdict = if decision.warnings.is_empty() {
+            Verdict::Allowed
+        } else {
+            Verdict::Warned
+        };
+    } else {
+        let mut message = String::new();
+        for (i, f) in denials.iter().enumerate() {
+            if i > 0 {
+                message.push('\n');
+            }
+            let _ = write!(
+                message,
+                "[{}] {} {}: {}",
+                f.rule, f.object, f.field, f.message
+            );
+        }
+        decision.allowed = false;
+        decision.status = Some(Status {
+            code: 403,
+            reason: "Forbidden",
+            message,
+        });
+        decision.verdict = Verdict::Denied;
+    }
+    decision.findings = findings;
+    decision
+}
+
+/// Deleting a selectorless Service leaves its hand-written EndpointSlices behind (the API
+/// server removes only the same-name Endpoints): allowed, with a warning naming them.
+fn delete_warnings(object: &Object, view: &dyn ClusterView, policy: &Policy) -> Vec<String> {
+    let Object::Service(service) = object else {
+        return Vec::new();
+    };
+    if !matches!(
+        ServiceShape::of(service),
+        ServiceShape::IpMapping | ServiceShape::HeadlessMapping
+    ) {
+        return Vec::new();
+    }
+    let namespace = object.namespace();
+    if policy
+        .for_namespace(namespace, view.namespace_labels(namespace).as_ref())
+        .exempt
+    {
+        return Vec::new();
+    }
+    let name = object.name();
+    let left: Vec<String> = view
+        .slices_for(namespace, &name)
+        .into_iter()
+        .filter(|s| !s.control_plane)
+        .map(|s| s.name)
+        .collect();
+    if left.is_empty() {
+        return Vec::new();
+    }
+    vec![warning_line(&format!(
+        "Service {namespace}/{name} is deleted but its hand-written EndpointSlice{} {} stay{} behind, unused; delete {}: kubectl delete endpointslice -n {namespace} {}",
+        if left.len() == 1 { "" } else { "s" },
+        left.join(", "),
+        if left.len() == 1 { "s" } else { "" },
+        if left.len() == 1 { "it" } else { "them" },
+        left.join(" ")
+    ))]
+}
+
+/// One line the API server keeps: no control characters, and not so long that the total
+/// gets truncated.
+fn warning_line(text: &str) -> String {
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.chars().count() > WARNING_MAX_CHARS {
+        line = line.chars().take(WARNING_MAX_CHARS - 1).collect();
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ManifestView, NoClusterView};
+    use crate::rules::testing::objects;
+
+    fn review(kind: (&str, &str), operation: &str, object: &str, old: Option<&str>) -> Vec<u8> {
+        let old = old.unwrap_or("null");
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u-1","kind":{{"group":"{}","version":"v1","kind":"{}"}},"resource":{{"group":"","version":"v1","resource":"x"}},"namespace":"default","operation":"{operation}","userInfo":{{"username":"alice"}},"object":{object},"oldObject":{old}}}}}"#,
+            kind.0, kind.1
+        )
+        .into_bytes()
+    }
+
+    const SERVICE: (&str, &str) = ("", "Service");
+    const ENDPOINTS: (&str, &str) = ("", "Endpoints");
+
+    const EXTERNAL_IP: &str = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"ext-ip","namespace":"default"},"spec":{"type":"ExternalName","externalName":"192.168.1.10"}}"#;
+    const MYSQL_EP: &str = r#"{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"mysql-ep","namespace":"default"},"subsets":[{"addresses":[{"ip":"114.32.146.154"}],"ports":[{"name":"mysql","port":3306}]}]}"#;
+
+    fn answer(decision: &Decision) -> serde_json::Value {
+        serde_json::from_slice(&decision.to_json()).unwrap()
+    }
+
+    #[test]
+    fn a_denial_echoes_the_uid_with_403_forbidden_and_one_line_per_denying_finding() {
+        let request = parse(&review(SERVICE, "CREATE", EXTERNAL_IP, None)).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        let json = answer(&d);
+        let response = &json["response"];
+        assert_eq!(response["uid"], "u-1");
+        assert_eq!(response["allowed"], false);
+        assert_eq!(response["status"]["code"], 403);
+        assert_eq!(response["status"]["reason"], "Forbidden");
+        let message = response["status"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "[externalname-ip] Service default/ext-ip spec.externalName: \"192.168.1.10\" is an IP address"
+            ),
+            "{message}"
+        );
+        assert_eq!(message.lines().count(), 1);
+        assert_eq!(
+            response["auditAnnotations"]["findings"],
+            "externalname-ip=deny@spec.externalName"
+        );
+        assert_eq!(json["apiVersion"], API_VERSION);
+        assert_eq!(json["kind"], "AdmissionReview");
+    }
+
+    #[test]
+    fn without_a_cluster_view_the_orphaned_endpoints_is_allowed() {
+        let request = parse(&review(ENDPOINTS, "CREATE", MYSQL_EP, None)).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert!(d.allowed, "{d:#?}");
+    }
+
+    #[test]
+    fn with_the_service_in_view_the_mysql_ep_is_denied_for_both_rules() {
+        let (_, view) = objects(crate::rules::testing::MYSQL_PAIR);
+        let request = parse(&review(ENDPOINTS, "CREATE", MYSQL_EP, None)).unwrap();
+        let d = decide(&request, &view, &Policy::embedded(), Endpoint::Validate);
+        assert_eq!(d.verdict, Verdict::Denied);
+        assert_eq!(
+            d.rule_ids(),
+            vec!["endpoints-orphaned", "port-name-mismatch"]
+        );
+        let message = d.status.unwrap().message;
+        assert_eq!(message.lines().count(), 2, "{message}");
+    }
+
+    #[test]
+    fn an_update_that_keeps_an_existing_problem_is_warned_not_denied() {
+        let changed = EXTERNAL_IP.replace(
+            r#""name":"ext-ip","#,
+            r#""name":"ext-ip","labels":{"a":"b"},"#,
+        );
+        let request = parse(&review(SERVICE, "UPDATE", &changed, Some(EXTERNAL_IP))).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert!(d.allowed, "{d:#?}");
+        assert_eq!(d.verdict, Verdict::Warned);
+        assert_eq!(d.warnings.len(), 1);
+        assert!(
+            d.warnings[0].starts_with(
+                "[externalname-ip] spec.externalName: already so before this update, so warned, not denied: \"192.168.1.10\" is an IP address"
+            ),
+            "{}",
+            d.warnings[0]
+        );
+    }
+
+    #[test]
+    fn an_update_that_introduces_a_problem_is_denied() {
+        let good = EXTERNAL_IP.replace("192.168.1.10", "db.example.com");
+        let request = parse(&review(SERVICE, "UPDATE", EXTERNAL_IP, Some(&good))).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!(d.verdict, Verdict::Denied);
+    }
+
+    #[test]
+    fn deleting_a_selectorless_service_warns_about_the_hand_written_slices_left_behind() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {ports: [{port: 5432}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: db-1, labels: {kubernetes.io/service-name: db}}\naddressType: IPv4\nendpoints: [{addresses: [203.0.113.7]}]\nports: [{port: 5432}]\n";
+        let (_, view) = objects(yaml);
+        let service = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"db","namespace":"default"},"spec":{"ports":[{"port":5432}]}}"#;
+        let body = review(SERVICE, "DELETE", "null", Some(service));
+        let d = decide(
+            &parse(&body).unwrap(),
+            &view,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert!(d.allowed);
+        assert_eq!(
+            d.warnings,
+            vec![
+                "Service default/db is deleted but its hand-written EndpointSlice db-1 stays behind, unused; delete it: kubectl delete endpointslice -n default db-1"
+            ]
+        );
+    }
+
+    #[test]
+    fn control_plane_writers_and_other_kinds_are_skipped_unjudged() {
+        let body = String::from_utf8(review(SERVICE, "CREATE", EXTERNAL_IP, None))
+            .unwrap()
+            .replace(
+                "alice",
+                "system:serviceaccount:kube-system:endpoint-controller",
+            );
+        let d = decide(
+            &parse(body.as_bytes()).unwrap(),
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!((d.allowed, d.verdict), (true, Verdict::Skipped));
+        let pod = review(("", "Pod"), "CREATE", r#"{"kind":"Pod"}"#, None);
+        let d = decide(
+            &parse(&pod).unwrap(),
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!(
+            (d.allowed, d.verdict, d.kind),
+            (true, Verdict::Skipped, "other")
+        );
+    }
+
+    #[test]
+    fn an_object_that_does_not_match_its_kind_is_answered_with_a_400_naming_the_field() {
+        let bad = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"},"spec":{"ports":"3306"}}"#;
+        let d = decide(
+            &parse(&review(SERVICE, "CREATE", bad, None)).unwrap(),
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        let status = d.status.clone().unwrap();
+        assert_eq!((d.allowed, status.code), (false, 400));
+        assert!(
+            status
+                .message
+                .starts_with("extsvc-guard cannot read request.object as a Service: "),
+            "{}",
+            status.message
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused_with_the_uid_when_one_can_be_found() {
+        let e = parse(b"{not json").unwrap_err();
+        assert_eq!(e.uid, None);
+        assert!(
+            e.message.contains("not a valid AdmissionReview"),
+            "{}",
+            e.message
+        );
+        let e = parse(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-9","operation":"SMASH"}}"#).unwrap_err();
+        assert_eq!(e.uid.as_deref(), Some("u-9"));
+        let e = parse(br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u-2","kind":{},"operation":"CREATE"}}"#).unwrap_err();
+        assert!(
+            e.message.contains("admissionReviewVersions: [v1]"),
+            "{}",
+            e.message
+        );
+        let e =
+            parse(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#).unwrap_err();
+        assert_eq!(e.message, "the AdmissionReview has no request");
+    }
+
+    #[test]
+    fn the_mutate_answer_carries_a_base64_json_patch() {
+        let request = parse(&review(
+            SERVICE,
+            "CREATE",
+            EXTERNAL_IP
+                .replace("192.168.1.10", "db.example.com")
+                .as_str(),
+            None,
+        ))
+        .unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Mutate,
+        );
+        let json = answer(&d);
+        assert_eq!(json["response"]["patchType"], "JSONPatch");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(json["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let ops: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+        assert_eq!(ops[1]["path"], "/metadata/labels/extsvc-guard.io~1shape");
+        assert_eq!(d.verdict, Verdict::Patched);
+    }
+
+    #[test]
+    fn warnings_have_no_control_characters_and_are_cut_at_400_characters() {
+        let line = warning_line(&format!("a\nb\t{}", "x".repeat(1000)));
+        assert!(!line.chars().any(char::is_control));
+        assert_eq!(line.chars().count(), 400);
+        assert!(line.starts_with("a b "));
+        assert!(line.ends_with('…'));
+    }
+
+    #[test]
+    fn a_view_with_the_namespace_is_used_for_namespace_policy() {
+        let mut view = ManifestView::new();
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_str(r#"{"metadata":{"name":"default","labels":{"team":"a"}}}"#)
+                .unwrap();
+        view.insert_namespace(&ns);
+        let request = parse(&review(SERVICE, "CREATE", EXTERNAL_IP, None)).unwrap();
+        let policy = Policy::from_yaml(
+            "namespaces:\n  - selector: {matchLabels: {team: a}}\n    rules: {externalname-ip: warn}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let d = decide(&request, &view, &policy, Endpoint::Validate);
+        assert_eq!(d.verdict, Verdict::Warned);
+    }
+}
