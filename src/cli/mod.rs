@@ -1,7 +1,10 @@
-//! The command line: `check` (manifests in CI) and `policy` (print or validate a policy).
+//! The command line: `serve` (the admission webhook), `certs` (development certificates),
+//! `check` (manifests in CI) and `policy` (print or validate a policy).
 
+mod certs;
 mod check;
 mod policy;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +37,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the validating and mutating admission webhook over HTTPS.
+    Serve(serve::ServeArgs),
+    /// Make a development CA and a serving certificate signed by it.
+    Certs(certs::CertsArgs),
     /// Check manifest files, directories or stdin (`-`) as one manifest set.
     ///
     /// Exit code: 0 nothing denied, 1 something denied, 2 usage or input errors.
@@ -107,6 +114,8 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::Check(args) => check::run(args),
         Command::Policy(PolicyCommand::Default) => policy::print_default(),
         Command::Policy(PolicyCommand::Check { file }) => policy::check(&file),

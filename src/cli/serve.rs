@@ -1,0 +1,138 @@
+//! `extsvc-guard serve`: the admission webhook.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use crate::server::{self, Config};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS admission listener (/validate, /mutate).
+    #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Address of the plain-HTTP listener for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    metrics_listen: SocketAddr,
+    /// Serving certificate (PEM chain); reloaded when the file changes.
+    #[arg(long, default_value = "certs/tls.crt", value_name = "FILE")]
+    tls_cert: PathBuf,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, default_value = "certs/tls.key", value_name = "FILE")]
+    tls_key: PathBuf,
+    /// Policy file (YAML), reloaded when it changes; the embedded default when absent.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Run without a cluster connection: cross-object rules see only the object under
+    /// review and never deny. (This version always runs so; the watch cache comes later.)
+    #[arg(long)]
+    no_cluster: bool,
+    /// How often certificate and policy files are checked for changes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    reload_interval: Duration,
+    /// Longest time a request body may take to arrive; keep it below the webhook's
+    /// timeoutSeconds so the API server gets an answer, not a timeout.
+    #[arg(long, default_value = "4s", value_parser = parse_duration, value_name = "DURATION")]
+    request_timeout: Duration,
+    /// Longest time from SIGTERM to exit; in-flight requests finish within it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    shutdown_grace: Duration,
+    /// Time between /readyz turning 503 and the listener closing, so the Service stops
+    /// routing here first (part of the grace period).
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    shutdown_delay: Duration,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `250ms`, `4s`, `2m`; a bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 4s or 1m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn run(args: ServeArgs) -> u8 {
+    init_logging(args.log_format);
+    // One crypto provider, installed before any TLS object exists.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = args.no_cluster;
+    let config = Config {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        policy: args.policy,
+        reload_interval: args.reload_interval.max(Duration::from_millis(50)),
+        request_timeout: args.request_timeout,
+        shutdown_grace: args.shutdown_grace,
+        shutdown_delay: args.shutdown_delay,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return super::exit::USAGE;
+        }
+    };
+    match runtime.block_on(server::run(config)) {
+        Ok(()) => super::exit::OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            super::exit::USAGE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_units_or_as_seconds() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("4s"), Ok(Duration::from_secs(4)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

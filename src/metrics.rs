@@ -1,0 +1,212 @@
+//! Prometheus metrics of the webhook, served as text on the metrics listener.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::admission::Decision;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub path: &'static str,
+    pub kind: &'static str,
+    pub operation: &'static str,
+    pub verdict: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    pub path: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub rule: &'static str,
+    pub action: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `certificate` or `policy`.
+    pub what: &'static str,
+}
+
+/// Latency buckets in seconds: the webhook answers in tens of microseconds; the API
+/// server gives up after its timeout (seconds).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5,
+    1.0, 5.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<PathLabels, Histogram, fn() -> Histogram>,
+    findings: Family<FindingLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    reload_failures: Family<ReloadLabels, Counter>,
+    in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Requests refused before a decision (413, 415, 400, 408), by status code.
+    refused: Family<StatusLabels, Counter<u64, AtomicU64>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub path: &'static str,
+    pub code: u16,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("extsvc_guard");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<PathLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let findings = Family::<FindingLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        let reload_failures = Family::<ReloadLabels, Counter>::default();
+        let in_flight = Gauge::default();
+        let refused = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission reviews answered, by path, kind, operation and verdict",
+            requests.clone(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time from the request's arrival to its answer, by path",
+            latency.clone(),
+        );
+        registry.register(
+            "findings",
+            "Findings in answered reviews, by rule and action",
+            findings.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Certificate or policy files reloaded after a change",
+            reloads.clone(),
+        );
+        registry.register(
+            "reload_failures",
+            "Changed certificate or policy files that were refused (the previous one stays in use)",
+            reload_failures.clone(),
+        );
+        registry.register(
+            "admission_in_flight",
+            "Admission requests being handled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "admission_refused",
+            "Requests refused before a decision (body too large, wrong content type, unreadable, too slow), by status code",
+            refused.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            findings,
+            reloads,
+            reload_failures,
+            in_flight,
+            refused,
+        }
+    }
+
+    pub fn record_decision(&self, path: &'static str, decision: &Decision, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                path,
+                kind: decision.kind,
+                operation: decision.operation,
+                verdict: decision.verdict.as_str(),
+            })
+            .inc();
+        self.observe_latency(path, seconds);
+        for f in &decision.findings {
+            self.findings
+                .get_or_create(&FindingLabels {
+                    rule: f.rule.as_str(),
+                    action: f.action.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn record_refused(&self, path: &'static str, code: u16, seconds: f64) {
+        self.refused
+            .get_or_create(&StatusLabels { path, code })
+            .inc();
+        self.observe_latency(path, seconds);
+    }
+
+    fn observe_latency(&self, path: &'static str, seconds: f64) {
+        self.latency
+            .get_or_create(&PathLabels { path })
+            .observe(seconds);
+    }
+
+    pub fn reloaded(&self, what: &'static str) {
+        self.reloads.get_or_create(&ReloadLabels { what }).inc();
+    }
+
+    pub fn reload_failed(&self, what: &'static str) {
+        self.reload_failures
+            .get_or_create(&ReloadLabels { what })
+            .inc();
+    }
+
+    pub fn in_flight(&self) -> &Gauge<i64, std::sync::atomic::AtomicI64> {
+        &self.in_flight
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reloads_and_failures_are_counted_by_what() {
+        let m = Metrics::new();
+        m.reloaded("certificate");
+        m.reload_failed("policy");
+        let text = m.encode();
+        assert!(
+            text.contains("extsvc_guard_reloads_total{what=\"certificate\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("extsvc_guard_reload_failures_total{what=\"policy\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("extsvc_guard_admission_in_flight 0"),
+            "{text}"
+        );
+    }
+}

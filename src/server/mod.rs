@@ -1,0 +1,450 @@
+//! `serve`: the HTTPS admission webhook (`/validate`, `/mutate`) and the plain-HTTP
+//! metrics listener (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! The server only moves bytes: reviews go to [`admission::decide`] with the current
+//! policy and cluster view, and its decision goes back. Certificates and policy reload
+//! without a restart ([`reload`]); SIGTERM drains in-flight requests.
+
+pub mod reload;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::tls_rustls::RustlsConfig;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::admission::{self, Decision, Endpoint};
+use crate::cluster::{ClusterView, NoClusterView};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use tls::CertificateFiles;
+
+/// Largest request body accepted. An UPDATE review carries the object twice; the API server
+/// caps objects at about 1.5 MiB.
+pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+/// Everything `serve` is started with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// The embedded default when `None`.
+    pub policy: Option<PathBuf>,
+    pub reload_interval: Duration,
+    pub request_timeout: Duration,
+    /// Time from SIGTERM to exit, at most.
+    pub shutdown_grace: Duration,
+    /// Time between `/readyz` turning 503 and the listener closing, so that load balancers
+    /// stop sending first. Part of the grace period.
+    pub shutdown_delay: Duration,
+}
+
+/// What every request handler shares.
+pub struct State {
+    policy: RwLock<Arc<Policy>>,
+    view: Arc<dyn ClusterView + Send + Sync>,
+    pub metrics: Metrics,
+    shutting_down: AtomicBool,
+    request_timeout: Duration,
+}
+
+impl State {
+    pub fn new(policy: Policy, request_timeout: Duration) -> State {
+        State {
+            policy: RwLock::new(Arc::new(policy)),
+            view: Arc::new(NoClusterView),
+            metrics: Metrics::new(),
+            shutting_down: AtomicBool::new(false),
+            request_timeout,
+        }
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        // A poisoned lock only means a writer panicked mid-swap of an Arc: the value is whole.
+        match self.policy.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn set_policy(&self, policy: Policy) {
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// Why `serve` could not start; the message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// The admission router (`/validate`, `/mutate`), for the TLS listener.
+pub fn admission_router(state: Arc<State>) -> Router {
+    Router::new()
+        .route(
+            "/validate",
+            post(|s: AxumState<Arc<State>>, r: Request| admit(s, r, Endpoint::Validate)),
+        )
+        .route(
+            "/mutate",
+            post(|s: AxumState<Arc<State>>, r: Request| admit(s, r, Endpoint::Mutate)),
+        )
+        .with_state(state)
+}
+
+/// The probes and metrics router, for the plain-HTTP listener.
+pub fn metrics_router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|AxumState(state): AxumState<Arc<State>>| async move {
+                if state.ready() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|AxumState(state): AxumState<Arc<State>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    state.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(state)
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a Metrics) -> InFlight<'a> {
+        metrics.in_flight().inc();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight().dec();
+    }
+}
+
+async fn admit(
+    AxumState(state): AxumState<Arc<State>>,
+    request: Request,
+    endpoint: Endpoint,
+) -> Response {
+    let started = Instant::now();
+    let _in_flight = InFlight::enter(&state.metrics);
+    let path = endpoint.path();
+    let refuse = |code: StatusCode, message: String| {
+        state
+            .metrics
+            .record_refused(path, code.as_u16(), started.elapsed().as_secs_f64());
+        tracing::warn!(path, code = code.as_u16(), %message, "request refused");
+        (code, format!("{message}\n")).into_response()
+    };
+    let (parts, body) = request.into_parts();
+    if !is_json(&parts.headers) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type must be application/json, got {:?}",
+                content_type(&parts.headers)
+            ),
+        );
+    }
+    if declared_length(&parts.headers).is_some_and(|n| n > BODY_LIMIT as u64) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large());
+    }
+    let body = match tokio::time::timeout(state.request_timeout, read_body(body)).await {
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {:?}",
+                    state.request_timeout
+                ),
+            );
+        }
+        Ok(Err(BodyError::TooLarge)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large()),
+        Ok(Err(BodyError::Broken(e))) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}"),
+            );
+        }
+        Ok(Ok(body)) => body,
+    };
+    let decision = match admission::parse(&body) {
+        Ok(request) => {
+            let policy = state.policy();
+            let decision = admission::decide(&request, state.view.as_ref(), &policy, endpoint);
+            log_decision(path, &decision, request.dry_run.unwrap_or(false), started);
+            decision
+        }
+        Err(bad) => match bad.uid {
+            // The API server shows an AdmissionReview's message to the user; a bare 400
+            // would only say the webhook failed.
+            Some(uid) => {
+                let decision = Decision::invalid(uid, bad.message);
+                log_decision(path, &decision, false, started);
+                decision
+            }
+            None => return refuse(StatusCode::BAD_REQUEST, bad.message),
+        },
+    };
+    state
+        .metrics
+        .record_decision(path, &decision, started.elapsed().as_secs_f64());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        decision.to_json(),
+    )
+        .into_response()
+}
+
+fn log_decision(path: &str, d: &Decision, dry_run: bool, started: Instant) {
+    let message = d.status.as_ref().map(|s| s.message.as_str()).unwrap_or("");
+    tracing::info!(
+        path,
+        uid = %d.uid,
+        kind = d.kind,
+        namespace = %d.namespace,
+        name = %d.name,
+        operation = d.operation,
+        dry_run,
+        verdict = d.verdict.as_str(),
+        rules = %d.rule_ids().join(","),
+        patch_ops = d.patch.len(),
+        latency_us = started.elapsed().as_micros() as u64,
+        message,
+        "decision"
+    );
+}
+
+fn too_large() -> String {
+    format!(
+        "the request body exceeds the limit of {} MiB",
+        BODY_LIMIT / (1024 * 1024)
+    )
+}
+
+enum BodyError {
+    TooLarge,
+    Broken(String),
+}
+
+async fn read_body(body: Body) -> Result<axum::body::Bytes, BodyError> {
+    match Limited::new(body, BODY_LIMIT).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Broken(e.to_string())),
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let media_type = content_type(headers).split(';').next().unwrap_or("").trim();
+    media_type.eq_ignore_ascii_case("application/json")
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Runs the webhook until SIGTERM or SIGINT, then drains and returns.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let (policy, policy_bytes) = match &config.policy {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                StartError(format!("cannot read the policy {}: {e}", path.display()))
+            })?;
+            let text = String::from_utf8_lossy(&bytes);
+            let policy = Policy::from_yaml(&text, &path.display().to_string())
+                .map_err(|e| StartError(e.to_string()))?;
+            (policy, Some(bytes))
+        }
+        None => (Policy::embedded(), None),
+    };
+    if !config.tls_cert.exists() {
+        return Err(StartError(format!(
+            "no certificate at {}: make a development CA and certificate with `extsvc-guard certs` \
+             (writes certs/ca.crt, certs/tls.crt and certs/tls.key), or point --tls-cert and --tls-key at yours",
+            config.tls_cert.display()
+        )));
+    }
+    let certificate =
+        CertificateFiles::read(&config.tls_cert, &config.tls_key).map_err(StartError)?;
+    let tls = RustlsConfig::from_config(
+        certificate
+            .server_config(&config.tls_cert, &config.tls_key)
+            .map_err(StartError)?,
+    );
+
+    let state = Arc::new(State::new(policy, config.request_timeout));
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| {
+            StartError(format!(
+                "cannot listen on {} (--metrics-listen): {e}",
+                config.metrics_listen
+            ))
+        })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|e| StartError(format!("metrics listener: {e}")))?;
+
+    let handle = axum_server::Handle::new();
+    let server = axum_server::bind_rustls(config.listen, tls.clone()).handle(handle.clone());
+    let app = admission_router(Arc::clone(&state));
+    let mut admission_task =
+        tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let Some(addr) = handle.listening().await else {
+        let cause = match (&mut admission_task).await {
+            Ok(Err(e)) => e.to_string(),
+            _ => "unknown error".to_owned(),
+        };
+        return Err(StartError(format!(
+            "cannot listen on {} (--listen): {cause}",
+            config.listen
+        )));
+    };
+
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_app = metrics_router(Arc::clone(&state));
+    let metrics_task = tokio::spawn(async move {
+        axum::serve(metrics_listener, metrics_app)
+            .with_graceful_shutdown(async {
+                let _ = metrics_stopped.await;
+            })
+            .await
+    });
+    let reloader = tokio::spawn(reload::run(
+        reload::Watched {
+            cert: config.tls_cert.clone(),
+            key: config.tls_key.clone(),
+            policy: config.policy.clone(),
+        },
+        config.reload_interval,
+        tls,
+        Arc::clone(&state),
+        certificate,
+        policy_bytes,
+    ));
+    tracing::info!(
+        %addr,
+        metrics_addr = %metrics_addr,
+        policy = %config.policy.as_ref().map_or("embedded default".to_owned(), |p| p.display().to_string()),
+        cluster = "none: cross-object rules see only the object under review and do not deny",
+        "admission webhook listening"
+    );
+
+    let signal = shutdown_signal().await;
+    let started = Instant::now();
+    state.shutting_down.store(true, Ordering::SeqCst);
+    tracing::info!(
+        signal,
+        grace = ?config.shutdown_grace,
+        "shutting down: /readyz answers 503, in-flight requests finish"
+    );
+    let delay = config.shutdown_delay.min(config.shutdown_grace);
+    tokio::time::sleep(delay).await;
+    handle.graceful_shutdown(Some(config.shutdown_grace.saturating_sub(delay)));
+    let remaining =
+        config.shutdown_grace.saturating_sub(started.elapsed()) + Duration::from_millis(250);
+    if tokio::time::timeout(remaining, &mut admission_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: closing the remaining connections");
+        admission_task.abort();
+    }
+    reloader.abort();
+    let _ = stop_metrics.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
+    tracing::info!(elapsed = ?started.elapsed(), "stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM (Kubernetes stopping the Pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            // Without signal handlers the process still stops on the default action.
+            std::future::pending::<()>().await;
+            "none"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_with_parameters_and_any_case() {
+        let mut h = HeaderMap::new();
+        for (value, ok) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("Application/JSON", true),
+            ("text/plain", false),
+            ("application/jsonp", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(is_json(&h), ok, "{value}");
+        }
+        h.remove(header::CONTENT_TYPE);
+        assert!(!is_json(&h));
+    }
+}
