@@ -776,3 +776,31 @@ fn a_broken_policy_at_start_exits_2_naming_file_line_and_field() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("policy.yaml:2:"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_shows_what_the_webhook_answers_for_the_docs_reviews() {
+    let server = Server::start(&[]);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/reviews");
+    let client = client(&server.ca(), Http::One);
+
+    let body = std::fs::read(docs.join("externalname-ip-create.json")).unwrap();
+    let r = response(&post(&client, &server.url("/validate"), body).await);
+    let message = serde_json::to_string(&r["status"]["message"]).unwrap();
+    assert!(
+        readme.contains(&format!("\"message\":{message}")),
+        "README lacks {message}"
+    );
+    assert!(readme.contains(r#""code":403,"reason":"Forbidden""#));
+    let audit = serde_json::to_string(&r["auditAnnotations"]).unwrap();
+    assert!(readme.contains(&audit), "README lacks {audit}");
+
+    let body = std::fs::read(docs.join("externalname-mutate.json")).unwrap();
+    let r = response(&post(&client, &server.url("/mutate"), body).await);
+    let ops = serde_json::to_value(decode_patch(&r).unwrap()).unwrap();
+    for op in ops.as_array().unwrap() {
+        let op = serde_json::to_string(op).unwrap();
+        assert!(readme.contains(&op), "README lacks {op}");
+    }
+}

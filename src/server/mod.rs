@@ -235,7 +235,7 @@ async fn admit(
 }
 
 fn log_decision(path: &str, d: &Decision, dry_run: bool, started: Instant) {
-    let message = d.status.as_ref().map(|s| s.message.as_str()).unwrap_or("");
+    let denial = d.status.as_ref().map(|s| s.message.as_str()).unwrap_or("");
     tracing::info!(
         path,
         uid = %d.uid,
@@ -248,7 +248,7 @@ fn log_decision(path: &str, d: &Decision, dry_run: bool, started: Instant) {
         rules = %d.rule_ids().join(","),
         patch_ops = d.patch.len(),
         latency_us = started.elapsed().as_micros() as u64,
-        message,
+        denial,
         "decision"
     );
 }
