@@ -411,6 +411,24 @@ async fn raw_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net:
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_does_not_arrive_within_the_request_timeout_gets_408() {
+    let server = Server::start(&["--request-timeout", "300ms"]);
+    let answer = raw_http1(
+        &server,
+        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("the request body did not arrive within 300ms\n"),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_is_not_json_by_content_type_gets_415() {
     let server = Server::start(&[]);
     for http in [Http::One, Http::Two] {
