@@ -354,18 +354,20 @@ pub fn is_control_plane_user(username: &str) -> bool {
         )
 }
 
-/// The kinds extsvc-guard judges, by the request's `kind` (group, version, kind).
+/// What extsvc-guard judges: (API group, version, kind, resource). The webhook
+/// configurations in `deploy/` must name exactly these resources.
+pub const JUDGED: [(&str, &str, &str, &str); 3] = [
+    ("", "v1", "Service", "services"),
+    ("", "v1", "Endpoints", "endpoints"),
+    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+];
+
+/// The kind of a request extsvc-guard judges, by the request's `kind`.
 fn judged_kind(kind: &GroupVersionKind) -> Option<&'static str> {
-    match (
-        kind.group.as_str(),
-        kind.version.as_str(),
-        kind.kind.as_str(),
-    ) {
-        ("", "v1", "Service") => Some("Service"),
-        ("", "v1", "Endpoints") => Some("Endpoints"),
-        ("discovery.k8s.io", "v1", "EndpointSlice") => Some("EndpointSlice"),
-        _ => None,
-    }
+    JUDGED
+        .iter()
+        .find(|(g, v, k, _)| kind.group == *g && kind.version == *v && kind.kind == *k)
+        .map(|(_, _, k, _)| *k)
 }
 
 fn read_object(kind: &str, raw: &RawValue) -> Result<Object, serde_json::Error> {
