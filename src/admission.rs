@@ -233,15 +233,11 @@ impl Decision {
     }
 
     /// The answer to a body that could not be read but carried a uid.
-    pub fn invalid(uid: String, message: String) -> Decision {
+    pub fn unreadable(uid: String, message: String) -> Decision {
         Decision {
             uid,
-            allowed: false,
-            status: Some(Status {
-                code: 400,
-                reason: "BadRequest",
-                message,
-            }),
+            allowed: true,
+            status: None,
             warnings: Vec::new(),
             audit: None,
             patch: Vec::new(),
@@ -252,6 +248,19 @@ impl Decision {
             name: String::new(),
             findings: Vec::new(),
         }
+        .invalid(message)
+    }
+
+    /// Refuses the request as unreadable: `allowed: false` with code 400 and the reason.
+    fn invalid(mut self, message: String) -> Decision {
+        self.allowed = false;
+        self.status = Some(Status {
+            code: 400,
+            reason: "BadRequest",
+            message,
+        });
+        self.verdict = Verdict::Invalid;
+        self
     }
 
     fn skipped(mut self) -> Decision {
@@ -342,15 +351,30 @@ struct StatusOut<'a> {
 #[derive(Serialize)]
 struct EmptyObject {}
 
-/// Requests from the control plane's own writers are allowed unjudged: the endpoints,
-/// EndpointSlice and mirroring controllers, the garbage collector, nodes and the other
-/// `system:` components. Denying them would fight Kubernetes itself.
+/// The kube-controller-manager controllers that write Services, Endpoints and
+/// EndpointSlices (with `--use-service-account-credentials`, each as its own account).
+const CONTROLLER_ACCOUNTS: [&str; 7] = [
+    "endpoint-controller",
+    "endpointslice-controller",
+    "endpointslicemirroring-controller",
+    "generic-garbage-collector",
+    "namespace-controller",
+    "service-controller",
+    "service-cidrs-controller",
+];
+
+/// Requests from the control plane's own writers are allowed unjudged: the controllers
+/// above, kube-controller-manager itself, the API server and nodes. Denying them would
+/// fight Kubernetes itself. Other kube-system service accounts (add-ons, installers) are
+/// judged like anyone else.
 pub fn is_control_plane_user(username: &str) -> bool {
-    username.starts_with("system:serviceaccount:kube-system:")
-        || username.starts_with("system:node:")
+    if let Some(account) = username.strip_prefix("system:serviceaccount:kube-system:") {
+        return CONTROLLER_ACCOUNTS.contains(&account);
+    }
+    username.starts_with("system:node:")
         || matches!(
             username,
-            "system:kube-controller-manager" | "system:kube-scheduler" | "system:apiserver"
+            "system:kube-controller-manager" | "system:apiserver"
         )
 }
 
@@ -390,60 +414,71 @@ pub fn decide(
         return Decision::new(request, "other").skipped();
     };
     let decision = Decision::new(request, kind);
+    let operation = request.operation;
     if request
         .sub_resource
         .as_deref()
         .is_some_and(|s| !s.is_empty())
         || is_control_plane_user(&request.user_info.username)
+        || operation == Operation::Connect
+        || (endpoint == Endpoint::Mutate && operation == Operation::Delete)
     {
         return decision.skipped();
     }
     // The object the operation leaves behind, or the one it removes.
-    let (field, raw) = match request.operation {
+    let (field, raw) = match operation {
         Operation::Delete => ("oldObject", request.old_object.as_deref()),
         _ => ("object", request.object.as_deref()),
     };
-    let object = match raw.map(|raw| read_object(kind, raw)) {
-        Some(Ok(object)) => object,
-        Some(Err(e)) => {
-            return Decision::invalid(
-                request.uid.clone(),
-                format!("extsvc-guard cannot read request.{field} as a {kind}: {e}"),
-            );
-        }
-        None => {
-            return Decision::invalid(
-                request.uid.clone(),
-                format!(
-                    "extsvc-guard cannot judge this {} of a {kind}: request.{field} is missing",
-                    request.operation.as_str()
-                ),
-            );
-        }
+    let problem = match raw.map(|raw| read_object(kind, raw)) {
+        Some(Ok(object)) => Ok(object),
+        Some(Err(e)) => Err(format!(
+            "extsvc-guard cannot read request.{field} as a {kind}: {e}"
+        )),
+        None => Err(format!(
+            "extsvc-guard cannot judge this {} of a {kind}: request.{field} is missing",
+            operation.as_str()
+        )),
     };
-    let old = match (request.operation, request.old_object.as_deref()) {
+    let object = match problem {
+        Ok(object) => object,
+        // Never block a delete on what the webhook cannot read.
+        Err(message) if operation == Operation::Delete => {
+            let mut decision = decision;
+            decision.warnings = vec![warning_line(&message)];
+            decision.verdict = Verdict::Warned;
+            return decision;
+        }
+        Err(message) => return decision.invalid(message),
+    };
+    let old = match (operation, request.old_object.as_deref()) {
         (Operation::Update, Some(raw)) => read_object(kind, raw).ok(),
         _ => None,
     };
+    // What an object says about its writer is only believed when it said so before: anyone
+    // can put the endpoints controller's annotation or field manager on a new object.
+    if operation == Operation::Update
+        && object.is_control_plane_managed()
+        && old.as_ref().is_some_and(Object::is_control_plane_managed)
+    {
+        return decision.skipped();
+    }
     match endpoint {
-        Endpoint::Validate => validate(decision, request.operation, &object, old, view, policy),
-        Endpoint::Mutate => match request.operation {
-            Operation::Create | Operation::Update => {
-                let m = mutation::mutate(&object, view, policy);
-                let mut decision = decision;
-                decision.warnings = m.warnings.iter().map(|w| warning_line(w)).collect();
-                decision.patch = m.patch;
-                decision.verdict = if !decision.patch.is_empty() {
-                    Verdict::Patched
-                } else if !decision.warnings.is_empty() {
-                    Verdict::Warned
-                } else {
-                    Verdict::Allowed
-                };
-                decision
-            }
-            Operation::Delete | Operation::Connect => decision.skipped(),
-        },
+        Endpoint::Validate => validate(decision, operation, &object, old, view, policy),
+        Endpoint::Mutate => {
+            let m = mutation::mutate(&object, view, policy);
+            let mut decision = decision;
+            decision.warnings = m.warnings.iter().map(|w| warning_line(w)).collect();
+            decision.patch = m.patch;
+            decision.verdict = if !decision.patch.is_empty() {
+                Verdict::Patched
+            } else if !decision.warnings.is_empty() {
+                Verdict::Warned
+            } else {
+                Verdict::Allowed
+            };
+            decision
+        }
     }
 }
 
@@ -465,8 +500,9 @@ fn validate(
             };
             return decision;
         }
-        Operation::Connect => return decision.skipped(),
-        Operation::Create | Operation::Update => judge(object, view, policy, Mode::Admission),
+        Operation::Create | Operation::Update | Operation::Connect => {
+            judge(object, view, policy, Mode::Admission)
+        }
     };
     if operation == Operation::Create {
         // `kubectl apply` of a Service and its Endpoints sends the Service first: its
@@ -476,9 +512,11 @@ fn validate(
     if let Some(old) = old {
         let before = judge(&old, view, policy, Mode::Admission);
         for f in findings.iter_mut().filter(|f| f.action == Action::Deny) {
+            // The same problem: same rule, same words (which name the offending value), wherever
+            // it sits in the object.
             if before
                 .iter()
-                .any(|b| b.rule == f.rule && b.field == f.field)
+                .any(|b| b.rule == f.rule && b.message == f.message)
             {
                 f.action = Action::Warn;
                 // First, so that a cut warning still says why it is not a denial.
@@ -494,7 +532,12 @@ fn validate(
     decision.warnings = findings
         .iter()
         .filter(|f| f.action == Action::Warn)
-        .map(|f| warning_line(&format!("[{}] {}: {}", f.rule, f.field, f.message)))
+        .map(|f| {
+            warning_line(&format!(
+                "[{}] {} {}: {}",
+                f.rule, f.object, f.field, f.message
+            ))
+        })
         .collect();
     let audited: Vec<String> = findings
         .iter()
@@ -685,10 +728,122 @@ mod tests {
         assert_eq!(d.warnings.len(), 1);
         assert!(
             d.warnings[0].starts_with(
-                "[externalname-ip] spec.externalName: already so before this update, so warned, not denied: \"192.168.1.10\" is an IP address"
+                "[externalname-ip] Service default/ext-ip spec.externalName: already so before this update, so warned, not denied: \"192.168.1.10\" is an IP address"
             ),
             "{}",
             d.warnings[0]
+        );
+    }
+
+    #[test]
+    fn an_update_that_swaps_one_bad_value_for_another_is_denied() {
+        let other = EXTERNAL_IP.replace("192.168.1.10", "10.9.9.9");
+        let request = parse(&review(SERVICE, "UPDATE", &other, Some(EXTERNAL_IP))).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!(d.verdict, Verdict::Denied, "{d:#?}");
+    }
+
+    const METADATA_EP: &str = r#"{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"cloud","namespace":"default","annotations":{"endpoints.kubernetes.io/last-change-trigger-time":"2026-01-01T00:00:00Z"}},"subsets":[{"addresses":[{"ip":"100.100.100.200"}],"ports":[{"port":80}]}]}"#;
+
+    #[test]
+    fn the_controllers_markers_on_a_new_object_do_not_exempt_it() {
+        let request = parse(&review(ENDPOINTS, "CREATE", METADATA_EP, None)).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!(d.verdict, Verdict::Denied, "{d:#?}");
+        assert_eq!(d.rule_ids(), vec!["target-disallowed"]);
+    }
+
+    #[test]
+    fn an_update_of_an_object_the_controller_wrote_before_is_skipped() {
+        let request = parse(&review(ENDPOINTS, "UPDATE", METADATA_EP, Some(METADATA_EP))).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!((d.allowed, d.verdict), (true, Verdict::Skipped));
+    }
+
+    #[test]
+    fn only_the_controller_accounts_of_kube_system_are_trusted() {
+        for (user, trusted) in [
+            (
+                "system:serviceaccount:kube-system:endpoint-controller",
+                true,
+            ),
+            (
+                "system:serviceaccount:kube-system:endpointslicemirroring-controller",
+                true,
+            ),
+            (
+                "system:serviceaccount:kube-system:generic-garbage-collector",
+                true,
+            ),
+            ("system:kube-controller-manager", true),
+            ("system:node:worker-1", true),
+            (
+                "system:serviceaccount:kube-system:helm-install-traefik",
+                false,
+            ),
+            ("system:serviceaccount:default:endpoint-controller", false),
+            ("system:admin", false),
+            ("alice", false),
+        ] {
+            assert_eq!(is_control_plane_user(user), trusted, "{user}");
+        }
+    }
+
+    #[test]
+    fn a_subresource_and_a_mutating_delete_are_skipped() {
+        let body = String::from_utf8(review(SERVICE, "UPDATE", EXTERNAL_IP, Some(EXTERNAL_IP)))
+            .unwrap()
+            .replace(
+                r#""namespace":"default","#,
+                r#""namespace":"default","subResource":"status","#,
+            );
+        let d = decide(
+            &parse(body.as_bytes()).unwrap(),
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!(d.verdict, Verdict::Skipped);
+        let body = review(SERVICE, "DELETE", "null", None);
+        let d = decide(
+            &parse(&body).unwrap(),
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Mutate,
+        );
+        assert_eq!((d.allowed, d.verdict), (true, Verdict::Skipped));
+    }
+
+    #[test]
+    fn a_delete_without_its_old_object_is_allowed_with_a_warning() {
+        let body = review(SERVICE, "DELETE", "null", None);
+        let d = decide(
+            &parse(&body).unwrap(),
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert!(d.allowed);
+        assert_eq!(
+            d.warnings,
+            vec![
+                "extsvc-guard cannot judge this DELETE of a Service: request.oldObject is missing"
+            ]
         );
     }
 

@@ -118,6 +118,11 @@ impl Metrics {
             "Requests refused before a decision (body too large, wrong content type, unreadable, too slow), by status code",
             refused.clone(),
         );
+        // Reload series exist from the start, so an alert on failures sees 0, not nothing.
+        for what in ["certificate", "policy"] {
+            let _ = reloads.get_or_create(&ReloadLabels { what });
+            let _ = reload_failures.get_or_create(&ReloadLabels { what });
+        }
         Metrics {
             registry,
             requests,

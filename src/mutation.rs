@@ -60,7 +60,8 @@ struct Shape(&'static str);
 /// The wanted state of one key.
 enum Wanted {
     Set(String),
-    /// Ours and stale: a Service that stopped leaving the cluster loses its shape label.
+    /// Ours and stale: a Service that stopped leaving the cluster loses its shape label and
+    /// target annotation.
     Unset,
 }
 
@@ -70,11 +71,9 @@ struct Change {
     wanted: Wanted,
 }
 
-/// Plans the patch for `object`. Control-plane objects and exempt namespaces get none.
+/// Plans the patch for `object`. Objects in exempt namespaces get none; whether the control
+/// plane wrote it is the caller's to decide (see `admission::decide`).
 pub fn mutate(object: &Object, view: &dyn ClusterView, policy: &Policy) -> Mutation {
-    if object.is_control_plane_managed() {
-        return Mutation::default();
-    }
     let namespace = object.namespace();
     let namespace_labels = view.namespace_labels(namespace);
     if policy
@@ -90,9 +89,10 @@ pub fn mutate(object: &Object, view: &dyn ClusterView, policy: &Policy) -> Mutat
             Outcome::Add(value) | Outcome::Replace { to: value, .. } => Wanted::Set(value),
             Outcome::FromUnknownNamespace { label } => {
                 warnings.push(format!(
-                    "{} {} not added: it is copied from namespace label {label}, and the labels of namespace {namespace} are not known (no cluster view)",
-                    noun(planned.map),
-                    planned.key
+                    "{noun} {key} not added to {object}: it is copied from label {label} of namespace {namespace}, whose labels are not known (no cluster view); set {key} in the manifest",
+                    noun = noun(planned.map),
+                    key = planned.key,
+                    object = object.reference(),
                 ));
                 continue;
             }
@@ -109,32 +109,52 @@ pub fn mutate(object: &Object, view: &dyn ClusterView, policy: &Policy) -> Mutat
         && let Object::Service(service) = object
     {
         let shape_key = format!("{}/shape", policy.metadata_prefix);
-        match Shape::of(ServiceShape::of(service)) {
-            Some(shape) => {
-                changes.push(Change {
-                    map: MetadataMap::Labels,
-                    key: shape_key,
-                    wanted: Wanted::Set(shape.0.to_owned()),
-                });
-                if let Some(target) = target_summary(object, view) {
-                    changes.push(Change {
-                        map: MetadataMap::Annotations,
-                        key: format!("{}/target", policy.metadata_prefix),
-                        wanted: Wanted::Set(target),
-                    });
-                }
+        let target_key = format!("{}/target", policy.metadata_prefix);
+        let shape = ServiceShape::of(service);
+        let (shape_wanted, target_wanted) = match Shape::of(shape) {
+            Some(label) => {
+                let target = match target_summary(object, view) {
+                    Some(target) => Some(Wanted::Set(target)),
+                    // Known to go nowhere yet, or a host left from when it was an
+                    // ExternalName: the old value is wrong. Otherwise it may be right.
+                    None if view.sees_cluster() => Some(Wanted::Unset),
+                    None if current_annotation(object, &target_key)
+                        .is_some_and(|t| !t.contains(':')) =>
+                    {
+                        Some(Wanted::Unset)
+                    }
+                    None => None,
+                };
+                (Wanted::Set(label.0.to_owned()), target)
             }
-            None => changes.push(Change {
-                map: MetadataMap::Labels,
-                key: shape_key,
-                wanted: Wanted::Unset,
-            }),
+            None => (Wanted::Unset, Some(Wanted::Unset)),
+        };
+        changes.push(Change {
+            map: MetadataMap::Labels,
+            key: shape_key,
+            wanted: shape_wanted,
+        });
+        if let Some(wanted) = target_wanted {
+            changes.push(Change {
+                map: MetadataMap::Annotations,
+                key: target_key,
+                wanted,
+            });
         }
     }
     Mutation {
         patch: patch_for(object, &changes),
         warnings,
     }
+}
+
+fn current_annotation<'a>(object: &'a Object, key: &str) -> Option<&'a str> {
+    object
+        .metadata()
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 fn noun(map: MetadataMap) -> &'static str {
@@ -378,29 +398,55 @@ mod tests {
         assert!(unknown.patch.is_empty());
         assert_eq!(unknown.warnings.len(), 1);
         assert!(
-            unknown.warnings[0].contains("namespace label team"),
+            unknown.warnings[0].contains("from label team of namespace shop"),
             "{:?}",
             unknown.warnings
         );
     }
 
     #[test]
-    fn a_service_that_gained_a_selector_loses_its_stale_shape_label() {
+    fn a_service_that_gained_a_selector_loses_its_stale_shape_label_and_target() {
         let (object, _) = first(
-            "apiVersion: v1\nkind: Service\nmetadata: {name: web, labels: {extsvc-guard.io/shape: ip-mapping}}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, labels: {extsvc-guard.io/shape: ip-mapping}, annotations: {extsvc-guard.io/target: '10.0.0.1:80'}}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
         );
         let m = mutate(&object, &NoClusterView, &Policy::embedded());
         assert_eq!(
             ops_json(&m),
-            serde_json::json!([{"op": "remove", "path": "/metadata/labels/extsvc-guard.io~1shape"}])
+            serde_json::json!([
+                {"op": "remove", "path": "/metadata/labels/extsvc-guard.io~1shape"},
+                {"op": "remove", "path": "/metadata/annotations/extsvc-guard.io~1target"},
+            ])
         );
     }
 
     #[test]
-    fn selector_services_control_plane_slices_and_exempt_namespaces_get_no_patch() {
+    fn an_external_name_turned_selectorless_drops_the_old_host_target() {
+        let (object, _) = first(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: db, labels: {extsvc-guard.io/shape: external-name}, annotations: {extsvc-guard.io/target: db.example.com}}\nspec: {ports: [{port: 5432}]}\n",
+        );
+        let m = mutate(&object, &NoClusterView, &Policy::embedded());
+        assert_eq!(
+            ops_json(&m),
+            serde_json::json!([
+                {"op": "replace", "path": "/metadata/labels/extsvc-guard.io~1shape", "value": "ip-mapping"},
+                {"op": "remove", "path": "/metadata/annotations/extsvc-guard.io~1target"},
+            ])
+        );
+        // An address target may still be right: without a cluster view it is kept.
+        let (object, _) = first(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: db, labels: {extsvc-guard.io/shape: ip-mapping}, annotations: {extsvc-guard.io/target: '203.0.113.7:5432'}}\nspec: {ports: [{port: 5432}]}\n",
+        );
+        assert!(
+            mutate(&object, &NoClusterView, &Policy::embedded())
+                .patch
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn selector_services_and_exempt_namespaces_get_no_patch() {
         for yaml in [
             "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s-1, labels: {kubernetes.io/service-name: s, endpointslice.kubernetes.io/managed-by: endpointslicemirroring-controller.k8s.io}}\naddressType: IPv4\nendpoints: []\n",
             "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: kube-system}\nspec: {type: ExternalName, externalName: a.example.com}\n",
         ] {
             let (object, _) = first(yaml);

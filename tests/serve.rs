@@ -204,7 +204,7 @@ async fn mutation_adds_required_metadata_from_the_policy_creates_the_maps_and_is
         warnings[0]
             .as_str()
             .unwrap()
-            .starts_with("annotation team not added: it is copied from namespace label team"),
+            .starts_with("annotation team not added to Service shop/payments-db: it is copied from label team of namespace shop"),
         "{warnings:?}"
     );
     let mut patched = service.clone();
@@ -500,10 +500,18 @@ async fn unreadable_reviews_get_400_or_an_answer_carrying_the_error() {
     );
 }
 
+/// The value of one series; panics when the series is absent.
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+/// Replaces a file as a Secret or ConfigMap update does: write aside, then rename.
+fn replace_file(path: &std::path::Path, contents: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, contents).unwrap();
+    std::fs::rename(&aside, path).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -573,6 +581,7 @@ async fn the_metrics_listener_serves_probes_and_counts_requests_findings_and_lat
             2.0,
         ),
         ("extsvc_guard_admission_in_flight", 0.0),
+        ("extsvc_guard_reloads_total{what=\"certificate\"}", 0.0),
     ] {
         assert_eq!(metric(&text, series), value, "{series}\n{text}");
     }
@@ -683,7 +692,7 @@ async fn a_changed_policy_takes_effect_and_a_broken_one_keeps_the_previous() {
     let ask = || post(&client, &url, fixture("012-Service-CREATE.json"));
     assert_eq!(response(&ask().await)["allowed"], false);
 
-    std::fs::write(&policy, "rules:\n  externalname-ip: sometimes\n").unwrap();
+    replace_file(&policy, "rules:\n  externalname-ip: sometimes\n");
     let line = server.wait_log("changed policy refused");
     assert!(line.contains("policy.yaml:2:20"), "{line}");
     assert_eq!(
@@ -692,7 +701,7 @@ async fn a_changed_policy_takes_effect_and_a_broken_one_keeps_the_previous() {
         "the previous policy stays"
     );
 
-    std::fs::write(&policy, "rules:\n  externalname-ip: warn\n").unwrap();
+    replace_file(&policy, "rules:\n  externalname-ip: warn\n");
     server.wait_log("policy reloaded");
     let r = response(&ask().await);
     assert_eq!(r["allowed"], true);
@@ -700,7 +709,7 @@ async fn a_changed_policy_takes_effect_and_a_broken_one_keeps_the_previous() {
         r["warnings"][0]
             .as_str()
             .unwrap()
-            .starts_with("[externalname-ip] spec.externalName: ")
+            .starts_with("[externalname-ip] Service default/ext-ip spec.externalName: ")
     );
     let text = reqwest::get(server.metrics_url("/metrics"))
         .await
@@ -721,7 +730,7 @@ async fn a_changed_policy_takes_effect_and_a_broken_one_keeps_the_previous() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_turns_readiness_off_and_answers_the_requests_in_flight_before_exiting() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut server = Server::start(&["--shutdown-grace", "5s"]);
+    let mut server = Server::start(&["--shutdown-grace", "5s", "--shutdown-delay", "300ms"]);
     let body = fixture("012-Service-CREATE.json");
     // Requests in flight: headers and half the body sent, the rest after SIGTERM.
     let mut streams = Vec::new();
@@ -741,11 +750,25 @@ async fn sigterm_turns_readiness_off_and_answers_the_requests_in_flight_before_e
     server.wait_log("shutting down");
     let readyz = reqwest::get(server.metrics_url("/readyz")).await.unwrap();
     assert_eq!(readyz.status(), 503, "readiness is off at once");
+    // During the shutdown delay new requests are still answered.
+    let client = client(&server.ca(), Http::Two);
+    let r = response(
+        &post(
+            &client,
+            &server.url("/validate"),
+            fixture("001-Service-CREATE.json"),
+        )
+        .await,
+    );
+    assert_eq!(r["allowed"], true);
     for mut tls in streams {
         tls.write_all(&body[body.len() / 2..]).await.unwrap();
         tls.flush().await.unwrap();
         let mut answer = Vec::new();
-        tls.read_to_end(&mut answer).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+            .await
+            .expect("the in-flight request is answered")
+            .unwrap();
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.contains("\"allowed\":false"), "{answer}");
@@ -821,4 +844,61 @@ async fn the_readme_shows_what_the_webhook_answers_for_the_docs_reviews() {
         let op = serde_json::to_string(op).unwrap();
         assert!(readme.contains(&op), "README lacks {op}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_control_planes_writes_are_skipped_but_its_markers_on_a_users_object_are_not() {
+    let server = Server::start(&[]);
+    let client = client(&server.ca(), Http::One);
+    for name in [
+        "007-EndpointSlice-CREATE.json",
+        "015-EndpointSlice-CREATE.json",
+        "016-Endpoints-CREATE.json",
+        "029-EndpointSlice-DELETE.json",
+    ] {
+        let r = response(&post(&client, &server.url("/validate"), fixture(name)).await);
+        assert_eq!(r["allowed"], true, "{name}");
+    }
+    // A user's Endpoints at the Alibaba metadata address, dressed as the endpoints
+    // controller's: denied all the same.
+    let endpoints = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": "cloud",
+            "namespace": "default",
+            "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "2026-01-01T00:00:00Z"},
+            "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1"}]
+        },
+        "subsets": [{"addresses": [{"ip": "100.100.100.200"}], "ports": [{"port": 80}]}]
+    });
+    let r = response(
+        &post(
+            &client,
+            &server.url("/validate"),
+            review("dressed", "CREATE", &endpoints),
+        )
+        .await,
+    );
+    assert_eq!(r["allowed"], false, "{r:#}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("[target-disallowed] Endpoints default/cloud subsets[0].addresses[0].ip: 100.100.100.200"),
+        "{r:#}"
+    );
+    let text = reqwest::get(server.metrics_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "extsvc_guard_admission_requests_total{path=\"/validate\",kind=\"EndpointSlice\",operation=\"CREATE\",verdict=\"skipped\"}"
+        ),
+        2.0
+    );
 }

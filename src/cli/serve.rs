@@ -39,9 +39,9 @@ pub struct ServeArgs {
     /// Longest time from SIGTERM to exit; in-flight requests finish within it.
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_grace: Duration,
-    /// Time between /readyz turning 503 and the listener closing, so the Service stops
-    /// routing here first (part of the grace period).
-    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    /// After SIGTERM, time between /readyz turning 503 and the listener closing, so the
+    /// Service stops routing here first (part of the grace period; Ctrl-C skips it).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_delay: Duration,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

@@ -100,10 +100,12 @@ const RULES: [(RuleId, Rule); 11] = [
     (RuleId::RequiredMetadata, required_metadata::check),
 ];
 
-/// Judges one object. Objects the control plane wrote and objects in exempt namespaces
-/// get no findings; rules the policy turns off do not run.
+/// Judges one object. Objects in exempt namespaces get no findings; rules the policy turns
+/// off do not run. In a set, objects the control plane wrote (by their content) get none
+/// either; in admission the caller decides that from who is writing, because anyone can
+/// put the controllers' markers on a new object.
 pub fn judge(object: &Object, view: &dyn ClusterView, policy: &Policy, mode: Mode) -> Vec<Finding> {
-    if object.is_control_plane_managed() {
+    if mode == Mode::Set && object.is_control_plane_managed() {
         return Vec::new();
     }
     let namespace = object.namespace();

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::TokioTimer;
 
 use crate::admission::{self, Decision, Endpoint};
 use crate::cluster::{ClusterView, NoClusterView};
@@ -32,6 +33,9 @@ use tls::CertificateFiles;
 /// Largest request body accepted. An UPDATE review carries the object twice; the API server
 /// caps objects at about 1.5 MiB.
 pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+/// Concurrent requests one HTTP/2 connection may carry (the API server multiplexes).
+const H2_MAX_STREAMS: u32 = 250;
 
 /// Everything `serve` is started with.
 #[derive(Debug, Clone)]
@@ -46,8 +50,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Time from SIGTERM to exit, at most.
     pub shutdown_grace: Duration,
-    /// Time between `/readyz` turning 503 and the listener closing, so that load balancers
-    /// stop sending first. Part of the grace period.
+    /// Time between `/readyz` turning 503 and the listener closing on SIGTERM, so that the
+    /// Service stops routing here first. Part of the grace period; SIGINT skips it.
     pub shutdown_delay: Duration,
 }
 
@@ -214,7 +218,7 @@ async fn admit(
             // The API server shows an AdmissionReview's message to the user; a bare 400
             // would only say the webhook failed.
             Some(uid) => {
-                let decision = Decision::invalid(uid, bad.message);
+                let decision = Decision::unreadable(uid, bad.message);
                 log_decision(path, &decision, false, started);
                 decision
             }
@@ -337,7 +341,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("metrics listener: {e}")))?;
 
     let handle = axum_server::Handle::new();
-    let server = axum_server::bind_rustls(config.listen, tls.clone()).handle(handle.clone());
+    let mut server = axum_server::bind_rustls(config.listen, tls.clone()).handle(handle.clone());
+    // A client that never finishes its headers, or an HTTP/2 peer that stopped answering,
+    // must not hold a connection (and a shutdown) forever.
+    let http = server.http_builder();
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.request_timeout);
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(Some(H2_MAX_STREAMS));
     let app = admission_router(Arc::clone(&state));
     let mut admission_task =
         tokio::spawn(async move { server.serve(app.into_make_service()).await });
@@ -389,7 +404,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         grace = ?config.shutdown_grace,
         "shutting down: /readyz answers 503, in-flight requests finish"
     );
-    let delay = config.shutdown_delay.min(config.shutdown_grace);
+    let delay = match signal {
+        "SIGTERM" => config.shutdown_delay.min(config.shutdown_grace),
+        _ => Duration::ZERO,
+    };
     tokio::time::sleep(delay).await;
     handle.graceful_shutdown(Some(config.shutdown_grace.saturating_sub(delay)));
     let remaining =

@@ -3,6 +3,10 @@
 //! Kubernetes updates a mounted Secret or ConfigMap by swapping a `..data` symlink, which
 //! file-event watchers see inconsistently; polling the files and comparing their contents
 //! sees every swap, costs a few reads per interval and needs no extra dependency.
+//!
+//! A change is acted on only when two polls in a row read the same new contents: a file
+//! caught half-written, or a certificate read just before its new key, is never loaded nor
+//! reported as a failure.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,11 +24,39 @@ pub struct Watched {
     pub policy: Option<PathBuf>,
 }
 
-/// Last contents seen, whether or not they were accepted: a broken file is reported once,
-/// not at every poll, and a fixed one is picked up at once.
+/// One watched thing: the contents last acted on (accepted or refused — a broken file is
+/// reported once, not at every poll) and a change seen once, waiting for a second read.
+struct Tracked<T> {
+    settled: Option<T>,
+    candidate: Option<T>,
+}
+
+impl<T: PartialEq> Tracked<T> {
+    fn new(settled: Option<T>) -> Tracked<T> {
+        Tracked {
+            settled,
+            candidate: None,
+        }
+    }
+
+    /// The contents to act on now, if `read` is a change that held for two polls.
+    fn settle(&mut self, read: T) -> Option<&T> {
+        if self.settled.as_ref() == Some(&read) {
+            self.candidate = None;
+            return None;
+        }
+        if self.candidate.as_ref() != Some(&read) {
+            self.candidate = Some(read);
+            return None;
+        }
+        self.settled = self.candidate.take();
+        self.settled.as_ref()
+    }
+}
+
 struct Seen {
-    certificate: Option<CertificateFiles>,
-    policy: Option<Vec<u8>>,
+    certificate: Tracked<CertificateFiles>,
+    policy: Tracked<Vec<u8>>,
 }
 
 pub async fn run(
@@ -36,8 +68,8 @@ pub async fn run(
     initial_policy: Option<Vec<u8>>,
 ) {
     let mut seen = Seen {
-        certificate: Some(initial_certificate),
-        policy: initial_policy,
+        certificate: Tracked::new(Some(initial_certificate)),
+        policy: Tracked::new(initial_policy),
     };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -53,9 +85,9 @@ fn check_certificate(watched: &Watched, seen: &mut Seen, tls: &RustlsConfig, sta
     let Ok(files) = CertificateFiles::read(&watched.cert, &watched.key) else {
         return;
     };
-    if seen.certificate.as_ref() == Some(&files) {
+    let Some(files) = seen.certificate.settle(files) else {
         return;
-    }
+    };
     match files.server_config(&watched.cert, &watched.key) {
         Ok(config) => {
             tls.reload_from_config(config);
@@ -73,7 +105,6 @@ fn check_certificate(watched: &Watched, seen: &mut Seen, tls: &RustlsConfig, sta
             );
         }
     }
-    seen.certificate = Some(files);
 }
 
 fn check_policy(watched: &Watched, seen: &mut Seen, state: &State) {
@@ -83,10 +114,10 @@ fn check_policy(watched: &Watched, seen: &mut Seen, state: &State) {
     let Ok(bytes) = std::fs::read(path) else {
         return;
     };
-    if seen.policy.as_ref() == Some(&bytes) {
+    let Some(bytes) = seen.policy.settle(bytes) else {
         return;
-    }
-    let text = String::from_utf8_lossy(&bytes);
+    };
+    let text = String::from_utf8_lossy(bytes);
     match Policy::from_yaml(&text, &path.display().to_string()) {
         Ok(policy) => {
             state.set_policy(policy);
@@ -101,5 +132,21 @@ fn check_policy(watched: &Watched, seen: &mut Seen, state: &State) {
             );
         }
     }
-    seen.policy = Some(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_acted_on_once_after_two_identical_reads() {
+        let mut t = Tracked::new(Some(1));
+        assert_eq!(t.settle(1), None, "unchanged");
+        assert_eq!(t.settle(2), None, "first sight of a change waits");
+        assert_eq!(t.settle(3), None, "still changing");
+        assert_eq!(t.settle(3), Some(&3), "held for two polls");
+        assert_eq!(t.settle(3), None, "acted on once");
+        assert_eq!(t.settle(1), None);
+        assert_eq!(t.settle(3), None, "a blip back is forgotten");
+    }
 }
