@@ -4,6 +4,8 @@
 //! objects, so that a watch cache can hold a large cluster in little memory. [`ManifestView`]
 //! is the view `check` uses: the other objects of the same manifest set.
 
+pub mod cache;
+
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};

@@ -1,0 +1,486 @@
+//! The watch cache: compact projections of the cluster's Services, Endpoints, EndpointSlices
+//! and Namespaces, kept current by the watchers in [`super::watch`] and read by the rules
+//! through [`ClusterView`]. Only what the rules read is kept, never whole objects.
+//!
+//! Pure data: no I/O and no clock of its own (the watchers pass the time in), so it is
+//! tested like the engine.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{ClusterView, EndpointsInfo, NAMESPACE_NAME_LABEL, ServiceInfo, SliceInfo};
+
+/// The four kinds the cache watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WatchedKind {
+    Services,
+    Endpoints,
+    EndpointSlices,
+    Namespaces,
+}
+
+impl WatchedKind {
+    pub const ALL: [WatchedKind; 4] = [
+        WatchedKind::Services,
+        WatchedKind::Endpoints,
+        WatchedKind::EndpointSlices,
+        WatchedKind::Namespaces,
+    ];
+
+    /// The resource name, as RBAC and the API paths spell it.
+    pub fn resource(self) -> &'static str {
+        match self {
+            WatchedKind::Services => "services",
+            WatchedKind::Endpoints => "endpoints",
+            WatchedKind::EndpointSlices => "endpointslices",
+            WatchedKind::Namespaces => "namespaces",
+        }
+    }
+}
+
+/// One object as the cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Service(ServiceInfo),
+    Endpoints(EndpointsInfo),
+    Slice(SliceInfo),
+    Namespace {
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+}
+
+impl Entry {
+    pub fn kind(&self) -> WatchedKind {
+        match self {
+            Entry::Service(_) => WatchedKind::Services,
+            Entry::Endpoints(_) => WatchedKind::Endpoints,
+            Entry::Slice(_) => WatchedKind::EndpointSlices,
+            Entry::Namespace { .. } => WatchedKind::Namespaces,
+        }
+    }
+
+    /// A Namespace's labels, with the `kubernetes.io/metadata.name` label the API server sets.
+    pub fn namespace(name: String, labels: Option<&BTreeMap<String, String>>) -> Entry {
+        let mut labels = labels.cloned().unwrap_or_default();
+        labels
+            .entry(NAMESPACE_NAME_LABEL.to_owned())
+            .or_insert_with(|| name.clone());
+        Entry::Namespace { name, labels }
+    }
+}
+
+/// How one watch is doing.
+#[derive(Debug, Clone, Default)]
+pub struct WatchState {
+    /// The initial list has been received at least once.
+    pub synced: bool,
+    pub objects: usize,
+    /// The last event, list or successful restart.
+    pub last_event: Option<Instant>,
+    /// Complete relists after the first (410 Gone, or a restart).
+    pub resyncs: u64,
+    /// Since when the watch has been failing, and why; `None` while it is healthy.
+    pub failing: Option<(Instant, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    /// namespace → name → projection: O(1) lookups by namespace and name.
+    services: HashMap<String, HashMap<String, ServiceInfo>>,
+    endpoints: HashMap<String, HashMap<String, EndpointsInfo>>,
+    slices: HashMap<String, HashMap<String, SliceInfo>>,
+    /// (namespace, `kubernetes.io/service-name`) → slice names.
+    slices_by_service: HashMap<(String, String), BTreeSet<String>>,
+    namespaces: HashMap<String, BTreeMap<String, String>>,
+    watches: BTreeMap<WatchedKind, WatchState>,
+}
+
+impl Store {
+    fn upsert(&mut self, entry: Entry) {
+        match entry {
+            Entry::Service(s) => {
+                self.services
+                    .entry(s.namespace.clone())
+                    .or_default()
+                    .insert(s.name.clone(), s);
+            }
+            Entry::Endpoints(e) => {
+                self.endpoints
+                    .entry(e.namespace.clone())
+                    .or_default()
+                    .insert(e.name.clone(), e);
+            }
+            Entry::Slice(s) => {
+                let namespace = s.namespace.clone();
+                let name = s.name.clone();
+                self.remove_slice(&namespace, &name);
+                if let Some(service) = &s.service_name {
+                    self.slices_by_service
+                        .entry((namespace.clone(), service.clone()))
+                        .or_default()
+                        .insert(name.clone());
+                }
+                self.slices.entry(namespace).or_default().insert(name, s);
+            }
+            Entry::Namespace { name, labels } => {
+                self.namespaces.insert(name, labels);
+            }
+        }
+    }
+
+    fn remove(&mut self, kind: WatchedKind, namespace: &str, name: &str) {
+        match kind {
+            WatchedKind::Services => remove_from(&mut self.services, namespace, name),
+            WatchedKind::Endpoints => remove_from(&mut self.endpoints, namespace, name),
+            WatchedKind::EndpointSlices => self.remove_slice(namespace, name),
+            WatchedKind::Namespaces => {
+                self.namespaces.remove(name);
+            }
+        }
+    }
+
+    fn remove_slice(&mut self, namespace: &str, name: &str) {
+        let Some(old) = self.slices.get_mut(namespace).and_then(|m| m.remove(name)) else {
+            return;
+        };
+        if self.slices.get(namespace).is_some_and(HashMap::is_empty) {
+            self.slices.remove(namespace);
+        }
+        if let Some(service) = old.service_name {
+            let key = (namespace.to_owned(), service);
+            if let Some(names) = self.slices_by_service.get_mut(&key) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.slices_by_service.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self, kind: WatchedKind) {
+        match kind {
+            WatchedKind::Services => self.services.clear(),
+            WatchedKind::Endpoints => self.endpoints.clear(),
+            WatchedKind::EndpointSlices => {
+                self.slices.clear();
+                self.slices_by_service.clear();
+            }
+            WatchedKind::Namespaces => self.namespaces.clear(),
+        }
+    }
+
+    fn count(&self, kind: WatchedKind) -> usize {
+        match kind {
+            WatchedKind::Services => self.services.values().map(HashMap::len).sum(),
+            WatchedKind::Endpoints => self.endpoints.values().map(HashMap::len).sum(),
+            WatchedKind::EndpointSlices => self.slices.values().map(HashMap::len).sum(),
+            WatchedKind::Namespaces => self.namespaces.len(),
+        }
+    }
+
+    fn touch(&mut self, kind: WatchedKind, now: Instant) {
+        let objects = self.count(kind);
+        let watch = self.watches.entry(kind).or_default();
+        watch.last_event = Some(now);
+        watch.failing = None;
+        watch.objects = objects;
+    }
+}
+
+fn remove_from<T>(map: &mut HashMap<String, HashMap<String, T>>, namespace: &str, name: &str) {
+    if let Some(inner) = map.get_mut(namespace) {
+        inner.remove(name);
+        if inner.is_empty() {
+            map.remove(namespace);
+        }
+    }
+}
+
+/// The cache, shared by the watchers (writers) and every request (readers).
+#[derive(Debug, Default)]
+pub struct ClusterCache {
+    store: RwLock<Store>,
+}
+
+impl ClusterCache {
+    pub fn new() -> ClusterCache {
+        ClusterCache::default()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
+        // A writer that panicked left a whole map behind (every change is one insert or
+        // remove): keep serving from it.
+        self.store
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An added or modified object.
+    pub fn apply(&self, entry: Entry, now: Instant) {
+        let kind = entry.kind();
+        let mut store = self.write();
+        store.upsert(entry);
+        store.touch(kind, now);
+    }
+
+    pub fn delete(&self, kind: WatchedKind, namespace: &str, name: &str, now: Instant) {
+        let mut store = self.write();
+        store.remove(kind, namespace, name);
+        store.touch(kind, now);
+    }
+
+    /// A complete (re)list: the kind's contents become exactly `entries`.
+    pub fn replace_all(&self, kind: WatchedKind, entries: Vec<Entry>, now: Instant) {
+        let mut store = self.write();
+        store.clear(kind);
+        for entry in entries.into_iter().filter(|e| e.kind() == kind) {
+            store.upsert(entry);
+        }
+        let watch = store.watches.entry(kind).or_default();
+        if watch.synced {
+            watch.resyncs += 1;
+        }
+        watch.synced = true;
+        store.touch(kind, now);
+    }
+
+    /// The watch of `kind` failed; it keeps retrying with back-off.
+    pub fn failed(&self, kind: WatchedKind, error: String, now: Instant) {
+        let mut store = self.write();
+        let watch = store.watches.entry(kind).or_default();
+        match &mut watch.failing {
+            Some((_, last)) => *last = error,
+            None => watch.failing = Some((now, error)),
+        }
+    }
+
+    /// Every kind has been listed once.
+    pub fn synced(&self) -> bool {
+        let store = self.read();
+        WatchedKind::ALL
+            .iter()
+            .all(|k| store.watches.get(k).is_some_and(|w| w.synced))
+    }
+
+    pub fn watch_states(&self) -> BTreeMap<WatchedKind, WatchState> {
+        let store = self.read();
+        WatchedKind::ALL
+            .iter()
+            .map(|k| (*k, store.watches.get(k).cloned().unwrap_or_default()))
+            .collect()
+    }
+
+    /// Why the cache cannot be trusted to be current at `now`: a kind never listed, or a
+    /// watch failing for longer than `max_staleness`.
+    pub fn staleness(&self, now: Instant, max_staleness: Duration) -> Option<String> {
+        let store = self.read();
+        for kind in WatchedKind::ALL {
+            let Some(watch) = store.watches.get(&kind).filter(|w| w.synced) else {
+                return Some(format!("{} not listed yet", kind.resource()));
+            };
+            if let Some((since, error)) = &watch.failing {
+                let failing = now.saturating_duration_since(*since);
+                if failing > max_staleness {
+                    return Some(format!(
+                        "the {} watch has been failing for {}s ({error})",
+                        kind.resource(),
+                        failing.as_secs()
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl ClusterView for ClusterCache {
+    fn service(&self, namespace: &str, name: &str) -> Option<ServiceInfo> {
+        self.read().services.get(namespace)?.get(name).cloned()
+    }
+
+    fn services_in(&self, namespace: &str) -> Vec<ServiceInfo> {
+        let mut services: Vec<ServiceInfo> = self
+            .read()
+            .services
+            .get(namespace)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        services
+    }
+
+    fn endpoints(&self, namespace: &str, name: &str) -> Option<EndpointsInfo> {
+        self.read().endpoints.get(namespace)?.get(name).cloned()
+    }
+
+    fn endpoints_in(&self, namespace: &str) -> Vec<EndpointsInfo> {
+        let mut endpoints: Vec<EndpointsInfo> = self
+            .read()
+            .endpoints
+            .get(namespace)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+        endpoints
+    }
+
+    fn slices_for(&self, namespace: &str, service: &str) -> Vec<SliceInfo> {
+        let store = self.read();
+        let Some(names) = store
+            .slices_by_service
+            .get(&(namespace.to_owned(), service.to_owned()))
+        else {
+            return Vec::new();
+        };
+        let Some(slices) = store.slices.get(namespace) else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|n| slices.get(n).cloned())
+            .collect()
+    }
+
+    fn slices_in(&self, namespace: &str) -> Vec<SliceInfo> {
+        let mut slices: Vec<SliceInfo> = self
+            .read()
+            .slices
+            .get(namespace)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        slices.sort_by(|a, b| a.name.cmp(&b.name));
+        slices
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.read().namespaces.get(namespace).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::Object;
+    use crate::rules::testing::objects;
+
+    fn entries(yaml: &str) -> Vec<Entry> {
+        objects(yaml)
+            .0
+            .iter()
+            .map(|o| match o {
+                Object::Service(s) => Entry::Service(ServiceInfo::of(s)),
+                Object::Endpoints(e) => Entry::Endpoints(EndpointsInfo::of(e)),
+                Object::EndpointSlice(s) => Entry::Slice(SliceInfo::of(s)),
+            })
+            .collect()
+    }
+
+    fn slice(name: &str, service: &str) -> Entry {
+        entries(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: shop, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nendpoints: []\n"
+        ))
+        .remove(0)
+    }
+
+    #[test]
+    fn slices_are_found_by_their_service_and_follow_a_relabel_and_a_delete() {
+        let cache = ClusterCache::new();
+        let now = Instant::now();
+        cache.apply(slice("db-1", "db"), now);
+        cache.apply(slice("db-2", "db"), now);
+        let names = |s: Vec<SliceInfo>| s.into_iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(names(cache.slices_for("shop", "db")), vec!["db-1", "db-2"]);
+        cache.apply(slice("db-2", "cache"), now);
+        assert_eq!(names(cache.slices_for("shop", "db")), vec!["db-1"]);
+        assert_eq!(names(cache.slices_for("shop", "cache")), vec!["db-2"]);
+        cache.delete(WatchedKind::EndpointSlices, "shop", "db-1", now);
+        assert!(cache.slices_for("shop", "db").is_empty());
+        assert_eq!(
+            cache.watch_states()[&WatchedKind::EndpointSlices].objects,
+            1
+        );
+    }
+
+    #[test]
+    fn a_relist_replaces_a_kind_wholly_and_counts_as_a_resync() {
+        let cache = ClusterCache::new();
+        let now = Instant::now();
+        let pair = entries(crate::rules::testing::MYSQL_PAIR);
+        cache.replace_all(WatchedKind::Services, pair.clone(), now);
+        cache.replace_all(WatchedKind::Endpoints, pair.clone(), now);
+        assert!(cache.service("default", "mysql-svc").is_some());
+        assert!(cache.endpoints("default", "mysql-ep").is_some());
+        cache.replace_all(WatchedKind::Services, Vec::new(), now);
+        assert!(cache.service("default", "mysql-svc").is_none());
+        assert!(
+            cache.endpoints("default", "mysql-ep").is_some(),
+            "other kinds untouched"
+        );
+        let states = cache.watch_states();
+        assert_eq!(states[&WatchedKind::Services].resyncs, 1);
+        assert_eq!(states[&WatchedKind::Endpoints].resyncs, 0);
+    }
+
+    #[test]
+    fn the_cache_is_synced_once_every_kind_was_listed() {
+        let cache = ClusterCache::new();
+        let now = Instant::now();
+        for kind in WatchedKind::ALL {
+            assert!(!cache.synced());
+            cache.replace_all(kind, Vec::new(), now);
+        }
+        assert!(cache.synced());
+    }
+
+    #[test]
+    fn a_watch_failing_longer_than_the_limit_makes_the_cache_stale_until_it_recovers() {
+        let cache = ClusterCache::new();
+        let start = Instant::now();
+        assert_eq!(
+            cache.staleness(start, Duration::from_secs(30)).as_deref(),
+            Some("services not listed yet")
+        );
+        for kind in WatchedKind::ALL {
+            cache.replace_all(kind, Vec::new(), start);
+        }
+        cache.failed(WatchedKind::Endpoints, "connection refused".into(), start);
+        let limit = Duration::from_secs(30);
+        assert_eq!(
+            cache.staleness(start + Duration::from_secs(10), limit),
+            None
+        );
+        assert_eq!(
+            cache
+                .staleness(start + Duration::from_secs(31), limit)
+                .as_deref(),
+            Some("the endpoints watch has been failing for 31s (connection refused)")
+        );
+        cache.replace_all(
+            WatchedKind::Endpoints,
+            Vec::new(),
+            start + Duration::from_secs(40),
+        );
+        assert_eq!(
+            cache.staleness(start + Duration::from_secs(41), limit),
+            None
+        );
+    }
+
+    #[test]
+    fn namespaces_carry_their_name_label() {
+        let cache = ClusterCache::new();
+        cache.apply(Entry::namespace("shop".into(), None), Instant::now());
+        assert_eq!(
+            cache.namespace_labels("shop").unwrap()[NAMESPACE_NAME_LABEL],
+            "shop"
+        );
+    }
+}
