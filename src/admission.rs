@@ -525,6 +525,11 @@ fn validate(
             }
         }
     }
+    settle(decision, findings)
+}
+
+/// Fills in what the answer says from the findings: denial message, warnings, audit, verdict.
+fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
     let denials: Vec<&Finding> = findings
         .iter()
         .filter(|f| f.action == Action::Deny)
@@ -545,6 +550,8 @@ fn validate(
         .map(|f| format!("{}={}@{}", f.rule, f.action.as_str(), f.field))
         .collect();
     decision.audit = (!audited.is_empty()).then(|| audited.join("; "));
+    decision.allowed = true;
+    decision.status = None;
     if denials.is_empty() {
         decision.verdict = if decision.warnings.is_empty() {
             Verdict::Allowed
@@ -573,6 +580,38 @@ fn validate(
     }
     decision.findings = findings;
     decision
+}
+
+/// The denials of `decision` that rest on other objects: those the same request does not
+/// get when its object is judged alone (`alone`, decided with no cluster view).
+pub fn cross_object_denials(decision: &Decision, alone: &Decision) -> usize {
+    decision
+        .findings
+        .iter()
+        .filter(|f| f.action == Action::Deny && !denied_alone(f, alone))
+        .count()
+}
+
+fn denied_alone(f: &Finding, alone: &Decision) -> bool {
+    alone
+        .findings
+        .iter()
+        .any(|a| a.action == Action::Deny && a.rule == f.rule && a.message == f.message)
+}
+
+/// Turns the cross-object denials of `decision` into warnings that say why: the other
+/// objects could not be confirmed. Denials the object earns alone stay.
+pub fn downgrade_cross_object(decision: Decision, alone: &Decision, reason: &str) -> Decision {
+    let mut findings = decision.findings.clone();
+    for f in findings
+        .iter_mut()
+        .filter(|f| f.action == Action::Deny && !denied_alone(f, alone))
+    {
+        f.action = Action::Warn;
+        f.message
+            .insert_str(0, &format!("not denied because {reason}: "));
+    }
+    settle(decision, findings)
 }
 
 /// Deleting a selectorless Service leaves its hand-written EndpointSlices behind (the API
@@ -844,6 +883,44 @@ mod tests {
             vec![
                 "extsvc-guard cannot judge this DELETE of a Service: request.oldObject is missing"
             ]
+        );
+    }
+
+    #[test]
+    fn unconfirmed_cross_object_denials_become_warnings_and_single_object_ones_stay() {
+        let (_, view) = objects(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: mysql-svc}\nspec: {clusterIP: None, ports: [{name: default-ep, port: 3306}]}\n",
+        );
+        let endpoints = MYSQL_EP.replace("114.32.146.154", "169.254.169.254");
+        let request = parse(&review(ENDPOINTS, "CREATE", &endpoints, None)).unwrap();
+        let policy = Policy::embedded();
+        let d = decide(&request, &view, &policy, Endpoint::Validate);
+        let alone = decide(&request, &NoClusterView, &policy, Endpoint::Validate);
+        assert_eq!(
+            d.rule_ids(),
+            vec![
+                "endpoints-orphaned",
+                "port-name-mismatch",
+                "target-disallowed"
+            ]
+        );
+        assert_eq!(cross_object_denials(&d, &alone), 2);
+        let d = downgrade_cross_object(d, &alone, "the API server did not answer");
+        assert_eq!(
+            d.verdict,
+            Verdict::Denied,
+            "the metadata address is denied alone"
+        );
+        let message = d.status.clone().unwrap().message;
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(message.starts_with("[target-disallowed]"), "{message}");
+        assert_eq!(d.warnings.len(), 2);
+        assert!(
+            d.warnings[0].starts_with(
+                "[endpoints-orphaned] Endpoints default/mysql-ep metadata.name: not denied because the API server did not answer: no Service named"
+            ),
+            "{:?}",
+            d.warnings
         );
     }
 

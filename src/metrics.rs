@@ -57,6 +57,23 @@ pub struct Metrics {
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Requests refused before a decision (413, 415, 400, 408), by status code.
     refused: Family<StatusLabels, Counter<u64, AtomicU64>>,
+    cache_objects: Family<WatchLabels, Gauge>,
+    cache_synced: Family<WatchLabels, Gauge>,
+    cache_resyncs: Family<WatchLabels, Gauge>,
+    cache_event_age: Family<WatchLabels, Gauge<f64, AtomicU64>>,
+    confirmations: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub resource: &'static str,
+    /// Empty for a cluster-wide watch.
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,6 +135,36 @@ impl Metrics {
             "Requests refused before a decision (body too large, wrong content type, unreadable, too slow), by status code",
             refused.clone(),
         );
+        let cache_objects = Family::<WatchLabels, Gauge>::default();
+        let cache_synced = Family::<WatchLabels, Gauge>::default();
+        let cache_resyncs = Family::<WatchLabels, Gauge>::default();
+        let cache_event_age = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
+        let confirmations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cache_objects",
+            "Objects in the watch cache, by resource and watched namespace",
+            cache_objects.clone(),
+        );
+        registry.register(
+            "cache_synced",
+            "1 once the watch has delivered its initial list",
+            cache_synced.clone(),
+        );
+        registry.register(
+            "cache_resyncs",
+            "Complete relists since start (410 Gone, restarts), by watch",
+            cache_resyncs.clone(),
+        );
+        registry.register(
+            "cache_last_event_age_seconds",
+            "Seconds since the watch last delivered an event or a list",
+            cache_event_age.clone(),
+        );
+        registry.register(
+            "confirmations",
+            "Cross-object denials checked against the API server: confirmed, overturned, unreachable, stale",
+            confirmations.clone(),
+        );
         // Reload series exist from the start, so an alert on failures sees 0, not nothing.
         for what in ["certificate", "policy"] {
             let _ = reloads.get_or_create(&ReloadLabels { what });
@@ -132,6 +179,11 @@ impl Metrics {
             reload_failures,
             in_flight,
             refused,
+            cache_objects,
+            cache_synced,
+            cache_resyncs,
+            cache_event_age,
+            confirmations,
         }
     }
 
@@ -176,6 +228,43 @@ impl Metrics {
         self.reload_failures
             .get_or_create(&ReloadLabels { what })
             .inc();
+    }
+
+    pub fn confirmation(&self, outcome: &'static str) {
+        self.confirmations
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Copies the watch states into their gauges (at scrape time).
+    pub fn record_cache(
+        &self,
+        watches: &std::collections::BTreeMap<
+            crate::cluster::cache::WatchId,
+            crate::cluster::cache::WatchState,
+        >,
+        now: std::time::Instant,
+    ) {
+        for (id, state) in watches {
+            let labels = WatchLabels {
+                resource: id.kind.resource(),
+                namespace: id.namespace.clone().unwrap_or_default(),
+            };
+            self.cache_objects
+                .get_or_create(&labels)
+                .set(i64::try_from(state.objects).unwrap_or(i64::MAX));
+            self.cache_synced
+                .get_or_create(&labels)
+                .set(i64::from(state.synced));
+            self.cache_resyncs
+                .get_or_create(&labels)
+                .set(i64::try_from(state.resyncs).unwrap_or(i64::MAX));
+            if let Some(last) = state.last_event {
+                self.cache_event_age
+                    .get_or_create(&labels)
+                    .set(now.saturating_duration_since(last).as_secs_f64());
+            }
+        }
     }
 
     pub fn in_flight(&self) -> &Gauge<i64, std::sync::atomic::AtomicI64> {

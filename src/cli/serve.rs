@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
-use crate::server::{self, Config};
+use crate::cluster::client::Credentials;
+use crate::server::{self, ClusterConfig, Config};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -26,9 +27,27 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// Run without a cluster connection: cross-object rules see only the object under
-    /// review and never deny. (This version always runs so; the watch cache comes later.)
+    /// review and never deny. Also the case when no kubeconfig and no in-cluster service
+    /// account are found.
     #[arg(long)]
     no_cluster: bool,
+    /// Kubeconfig file (otherwise KUBECONFIG, ~/.kube/config, then the in-cluster service
+    /// account).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_cluster")]
+    context: Option<String>,
+    /// Watch only this namespace (repeat for several); cluster-wide when absent.
+    #[arg(long, value_name = "NS", conflicts_with = "no_cluster")]
+    watch_namespace: Vec<String>,
+    /// A watch failing for longer than this makes cross-object denials warnings.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    max_staleness: Duration,
+    /// Longest wait for the API server when confirming a cross-object denial; keep it well
+    /// under --request-timeout.
+    #[arg(long, default_value = "1500ms", value_parser = parse_duration, value_name = "DURATION")]
+    confirm_timeout: Duration,
     /// How often certificate and policy files are checked for changes.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     reload_interval: Duration,
@@ -90,8 +109,21 @@ pub fn run(args: ServeArgs) -> u8 {
     init_logging(args.log_format);
     // One crypto provider, installed before any TLS object exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let _ = args.no_cluster;
+    let cluster = if args.no_cluster {
+        ClusterConfig::Off
+    } else {
+        ClusterConfig::Watch {
+            credentials: Credentials {
+                kubeconfig: args.kubeconfig,
+                context: args.context,
+            },
+            namespaces: args.watch_namespace,
+            max_staleness: args.max_staleness,
+            confirm_timeout: args.confirm_timeout,
+        }
+    };
     let config = Config {
+        cluster,
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         tls_cert: args.tls_cert,

@@ -71,6 +71,30 @@ impl Entry {
     }
 }
 
+/// One watch: a kind, cluster-wide or in one namespace (`--watch-namespace`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WatchId {
+    pub kind: WatchedKind,
+    pub namespace: Option<String>,
+}
+
+impl WatchId {
+    pub fn new(kind: WatchedKind, namespace: Option<&str>) -> WatchId {
+        WatchId {
+            kind,
+            namespace: namespace.map(str::to_owned),
+        }
+    }
+
+    /// `services`, or `services in shop`.
+    pub fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} in {ns}", self.kind.resource()),
+            None => self.kind.resource().to_owned(),
+        }
+    }
+}
+
 /// How one watch is doing.
 #[derive(Debug, Clone, Default)]
 pub struct WatchState {
@@ -94,7 +118,7 @@ struct Store {
     /// (namespace, `kubernetes.io/service-name`) → slice names.
     slices_by_service: HashMap<(String, String), BTreeSet<String>>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
-    watches: BTreeMap<WatchedKind, WatchState>,
+    watches: BTreeMap<WatchId, WatchState>,
 }
 
 impl Store {
@@ -159,30 +183,53 @@ impl Store {
         }
     }
 
-    fn clear(&mut self, kind: WatchedKind) {
-        match kind {
-            WatchedKind::Services => self.services.clear(),
-            WatchedKind::Endpoints => self.endpoints.clear(),
-            WatchedKind::EndpointSlices => {
+    /// Forgets what one watch delivered: a kind, in one namespace or everywhere.
+    fn clear(&mut self, id: &WatchId) {
+        match (&id.kind, &id.namespace) {
+            (WatchedKind::Services, None) => self.services.clear(),
+            (WatchedKind::Services, Some(ns)) => {
+                self.services.remove(ns);
+            }
+            (WatchedKind::Endpoints, None) => self.endpoints.clear(),
+            (WatchedKind::Endpoints, Some(ns)) => {
+                self.endpoints.remove(ns);
+            }
+            (WatchedKind::EndpointSlices, None) => {
                 self.slices.clear();
                 self.slices_by_service.clear();
             }
-            WatchedKind::Namespaces => self.namespaces.clear(),
+            (WatchedKind::EndpointSlices, Some(ns)) => {
+                self.slices.remove(ns);
+                self.slices_by_service.retain(|(n, _), _| n != ns);
+            }
+            (WatchedKind::Namespaces, None) => self.namespaces.clear(),
+            (WatchedKind::Namespaces, Some(ns)) => {
+                self.namespaces.remove(ns);
+            }
         }
     }
 
-    fn count(&self, kind: WatchedKind) -> usize {
-        match kind {
-            WatchedKind::Services => self.services.values().map(HashMap::len).sum(),
-            WatchedKind::Endpoints => self.endpoints.values().map(HashMap::len).sum(),
-            WatchedKind::EndpointSlices => self.slices.values().map(HashMap::len).sum(),
-            WatchedKind::Namespaces => self.namespaces.len(),
+    fn count(&self, id: &WatchId) -> usize {
+        fn in_scope<T>(map: &HashMap<String, HashMap<String, T>>, ns: &Option<String>) -> usize {
+            match ns {
+                Some(ns) => map.get(ns).map_or(0, HashMap::len),
+                None => map.values().map(HashMap::len).sum(),
+            }
+        }
+        match id.kind {
+            WatchedKind::Services => in_scope(&self.services, &id.namespace),
+            WatchedKind::Endpoints => in_scope(&self.endpoints, &id.namespace),
+            WatchedKind::EndpointSlices => in_scope(&self.slices, &id.namespace),
+            WatchedKind::Namespaces => match &id.namespace {
+                Some(ns) => usize::from(self.namespaces.contains_key(ns)),
+                None => self.namespaces.len(),
+            },
         }
     }
 
-    fn touch(&mut self, kind: WatchedKind, now: Instant) {
-        let objects = self.count(kind);
-        let watch = self.watches.entry(kind).or_default();
+    fn touch(&mut self, id: &WatchId, now: Instant) {
+        let objects = self.count(id);
+        let watch = self.watches.entry(id.clone()).or_default();
         watch.last_event = Some(now);
         watch.failing = None;
         watch.objects = objects;
@@ -223,75 +270,79 @@ impl ClusterCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// An added or modified object.
-    pub fn apply(&self, entry: Entry, now: Instant) {
-        let kind = entry.kind();
+    /// Declares the watches that will feed the cache: it is synced when each has listed once.
+    pub fn register(&self, ids: impl IntoIterator<Item = WatchId>) {
+        let mut store = self.write();
+        for id in ids {
+            store.watches.entry(id).or_default();
+        }
+    }
+
+    /// An added or modified object, delivered by watch `id`.
+    pub fn apply(&self, id: &WatchId, entry: Entry, now: Instant) {
         let mut store = self.write();
         store.upsert(entry);
-        store.touch(kind, now);
+        store.touch(id, now);
     }
 
-    pub fn delete(&self, kind: WatchedKind, namespace: &str, name: &str, now: Instant) {
+    pub fn delete(&self, id: &WatchId, namespace: &str, name: &str, now: Instant) {
         let mut store = self.write();
-        store.remove(kind, namespace, name);
-        store.touch(kind, now);
+        store.remove(id.kind, namespace, name);
+        store.touch(id, now);
     }
 
-    /// A complete (re)list: the kind's contents become exactly `entries`.
-    pub fn replace_all(&self, kind: WatchedKind, entries: Vec<Entry>, now: Instant) {
+    /// A complete (re)list by watch `id`: what it covers becomes exactly `entries`.
+    pub fn replace_all(&self, id: &WatchId, entries: Vec<Entry>, now: Instant) {
         let mut store = self.write();
-        store.clear(kind);
-        for entry in entries.into_iter().filter(|e| e.kind() == kind) {
+        store.clear(id);
+        for entry in entries.into_iter().filter(|e| e.kind() == id.kind) {
             store.upsert(entry);
         }
-        let watch = store.watches.entry(kind).or_default();
+        let watch = store.watches.entry(id.clone()).or_default();
         if watch.synced {
             watch.resyncs += 1;
         }
         watch.synced = true;
-        store.touch(kind, now);
+        store.touch(id, now);
     }
 
-    /// The watch of `kind` failed; it keeps retrying with back-off.
-    pub fn failed(&self, kind: WatchedKind, error: String, now: Instant) {
+    /// Watch `id` failed; it keeps retrying with back-off.
+    pub fn failed(&self, id: &WatchId, error: String, now: Instant) {
         let mut store = self.write();
-        let watch = store.watches.entry(kind).or_default();
+        let watch = store.watches.entry(id.clone()).or_default();
         match &mut watch.failing {
             Some((_, last)) => *last = error,
             None => watch.failing = Some((now, error)),
         }
     }
 
-    /// Every kind has been listed once.
+    /// Every registered watch has listed once.
     pub fn synced(&self) -> bool {
         let store = self.read();
-        WatchedKind::ALL
-            .iter()
-            .all(|k| store.watches.get(k).is_some_and(|w| w.synced))
+        !store.watches.is_empty() && store.watches.values().all(|w| w.synced)
     }
 
-    pub fn watch_states(&self) -> BTreeMap<WatchedKind, WatchState> {
-        let store = self.read();
-        WatchedKind::ALL
-            .iter()
-            .map(|k| (*k, store.watches.get(k).cloned().unwrap_or_default()))
-            .collect()
+    pub fn watch_states(&self) -> BTreeMap<WatchId, WatchState> {
+        self.read().watches.clone()
     }
 
-    /// Why the cache cannot be trusted to be current at `now`: a kind never listed, or a
-    /// watch failing for longer than `max_staleness`.
+    /// Why the cache cannot be trusted to be current at `now`: a watch that never listed, or
+    /// one failing for longer than `max_staleness`.
     pub fn staleness(&self, now: Instant, max_staleness: Duration) -> Option<String> {
         let store = self.read();
-        for kind in WatchedKind::ALL {
-            let Some(watch) = store.watches.get(&kind).filter(|w| w.synced) else {
-                return Some(format!("{} not listed yet", kind.resource()));
-            };
+        if store.watches.is_empty() {
+            return Some("no watch registered".to_owned());
+        }
+        for (id, watch) in &store.watches {
+            if !watch.synced {
+                return Some(format!("{} not listed yet", id.describe()));
+            }
             if let Some((since, error)) = &watch.failing {
                 let failing = now.saturating_duration_since(*since);
                 if failing > max_staleness {
                     return Some(format!(
                         "the {} watch has been failing for {}s ({error})",
-                        kind.resource(),
+                        id.describe(),
                         failing.as_secs()
                     ));
                 }
@@ -390,23 +441,32 @@ mod tests {
         .remove(0)
     }
 
+    fn all() -> Vec<WatchId> {
+        WatchedKind::ALL
+            .iter()
+            .map(|k| WatchId::new(*k, None))
+            .collect()
+    }
+
+    fn id(kind: WatchedKind) -> WatchId {
+        WatchId::new(kind, None)
+    }
+
     #[test]
     fn slices_are_found_by_their_service_and_follow_a_relabel_and_a_delete() {
         let cache = ClusterCache::new();
         let now = Instant::now();
-        cache.apply(slice("db-1", "db"), now);
-        cache.apply(slice("db-2", "db"), now);
+        let slices = id(WatchedKind::EndpointSlices);
+        cache.apply(&slices, slice("db-1", "db"), now);
+        cache.apply(&slices, slice("db-2", "db"), now);
         let names = |s: Vec<SliceInfo>| s.into_iter().map(|s| s.name).collect::<Vec<_>>();
         assert_eq!(names(cache.slices_for("shop", "db")), vec!["db-1", "db-2"]);
-        cache.apply(slice("db-2", "cache"), now);
+        cache.apply(&slices, slice("db-2", "cache"), now);
         assert_eq!(names(cache.slices_for("shop", "db")), vec!["db-1"]);
         assert_eq!(names(cache.slices_for("shop", "cache")), vec!["db-2"]);
-        cache.delete(WatchedKind::EndpointSlices, "shop", "db-1", now);
+        cache.delete(&slices, "shop", "db-1", now);
         assert!(cache.slices_for("shop", "db").is_empty());
-        assert_eq!(
-            cache.watch_states()[&WatchedKind::EndpointSlices].objects,
-            1
-        );
+        assert_eq!(cache.watch_states()[&slices].objects, 1);
     }
 
     #[test]
@@ -414,28 +474,48 @@ mod tests {
         let cache = ClusterCache::new();
         let now = Instant::now();
         let pair = entries(crate::rules::testing::MYSQL_PAIR);
-        cache.replace_all(WatchedKind::Services, pair.clone(), now);
-        cache.replace_all(WatchedKind::Endpoints, pair.clone(), now);
+        let (services, endpoints) = (id(WatchedKind::Services), id(WatchedKind::Endpoints));
+        cache.replace_all(&services, pair.clone(), now);
+        cache.replace_all(&endpoints, pair.clone(), now);
         assert!(cache.service("default", "mysql-svc").is_some());
         assert!(cache.endpoints("default", "mysql-ep").is_some());
-        cache.replace_all(WatchedKind::Services, Vec::new(), now);
+        cache.replace_all(&services, Vec::new(), now);
         assert!(cache.service("default", "mysql-svc").is_none());
         assert!(
             cache.endpoints("default", "mysql-ep").is_some(),
             "other kinds untouched"
         );
         let states = cache.watch_states();
-        assert_eq!(states[&WatchedKind::Services].resyncs, 1);
-        assert_eq!(states[&WatchedKind::Endpoints].resyncs, 0);
+        assert_eq!(states[&services].resyncs, 1);
+        assert_eq!(states[&endpoints].resyncs, 0);
+    }
+
+    #[test]
+    fn a_namespaced_relist_leaves_other_namespaces_alone() {
+        let cache = ClusterCache::new();
+        let now = Instant::now();
+        let shop = WatchId::new(WatchedKind::EndpointSlices, Some("shop"));
+        let other = WatchId::new(WatchedKind::EndpointSlices, Some("other"));
+        cache.apply(&shop, slice("db-1", "db"), now);
+        let mut elsewhere = slice("db-1", "db");
+        if let Entry::Slice(s) = &mut elsewhere {
+            s.namespace = "other".into();
+        }
+        cache.apply(&other, elsewhere, now);
+        cache.replace_all(&shop, Vec::new(), now);
+        assert!(cache.slices_for("shop", "db").is_empty());
+        assert_eq!(cache.slices_for("other", "db").len(), 1);
     }
 
     #[test]
     fn the_cache_is_synced_once_every_kind_was_listed() {
         let cache = ClusterCache::new();
         let now = Instant::now();
-        for kind in WatchedKind::ALL {
+        assert!(!cache.synced(), "nothing registered is not synced");
+        cache.register(all());
+        for watch in all() {
             assert!(!cache.synced());
-            cache.replace_all(kind, Vec::new(), now);
+            cache.replace_all(&watch, Vec::new(), now);
         }
         assert!(cache.synced());
     }
@@ -444,14 +524,16 @@ mod tests {
     fn a_watch_failing_longer_than_the_limit_makes_the_cache_stale_until_it_recovers() {
         let cache = ClusterCache::new();
         let start = Instant::now();
+        cache.register(all());
         assert_eq!(
             cache.staleness(start, Duration::from_secs(30)).as_deref(),
             Some("services not listed yet")
         );
-        for kind in WatchedKind::ALL {
-            cache.replace_all(kind, Vec::new(), start);
+        for watch in all() {
+            cache.replace_all(&watch, Vec::new(), start);
         }
-        cache.failed(WatchedKind::Endpoints, "connection refused".into(), start);
+        let endpoints = id(WatchedKind::Endpoints);
+        cache.failed(&endpoints, "connection refused".into(), start);
         let limit = Duration::from_secs(30);
         assert_eq!(
             cache.staleness(start + Duration::from_secs(10), limit),
@@ -463,11 +545,7 @@ mod tests {
                 .as_deref(),
             Some("the endpoints watch has been failing for 31s (connection refused)")
         );
-        cache.replace_all(
-            WatchedKind::Endpoints,
-            Vec::new(),
-            start + Duration::from_secs(40),
-        );
+        cache.replace_all(&endpoints, Vec::new(), start + Duration::from_secs(40));
         assert_eq!(
             cache.staleness(start + Duration::from_secs(41), limit),
             None
@@ -477,7 +555,11 @@ mod tests {
     #[test]
     fn namespaces_carry_their_name_label() {
         let cache = ClusterCache::new();
-        cache.apply(Entry::namespace("shop".into(), None), Instant::now());
+        cache.apply(
+            &id(WatchedKind::Namespaces),
+            Entry::namespace("shop".into(), None),
+            Instant::now(),
+        );
         assert_eq!(
             cache.namespace_labels("shop").unwrap()[NAMESPACE_NAME_LABEL],
             "shop"

@@ -5,6 +5,8 @@
 //! is the view `check` uses: the other objects of the same manifest set.
 
 pub mod cache;
+pub mod client;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 

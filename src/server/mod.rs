@@ -25,7 +25,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::TokioTimer;
 
 use crate::admission::{self, Decision, Endpoint};
-use crate::cluster::{ClusterView, NoClusterView};
+use crate::cluster::cache::ClusterCache;
+use crate::cluster::client::{self, ConnectError, Credentials};
+use crate::cluster::{ClusterView, NoClusterView, watch};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use tls::CertificateFiles;
@@ -53,22 +55,55 @@ pub struct Config {
     /// Time between `/readyz` turning 503 and the listener closing on SIGTERM, so that the
     /// Service stops routing here first. Part of the grace period; SIGINT skips it.
     pub shutdown_delay: Duration,
+    pub cluster: ClusterConfig,
+}
+
+/// Whether and how `serve` watches the cluster.
+#[derive(Debug, Clone)]
+pub enum ClusterConfig {
+    /// `--no-cluster`.
+    Off,
+    /// Credentials from a kubeconfig or the in-cluster service account; without either the
+    /// server runs as with `Off`.
+    Watch {
+        credentials: Credentials,
+        /// Empty: cluster-wide.
+        namespaces: Vec<String>,
+        /// A watch failing for longer than this makes cross-object denials warnings.
+        max_staleness: Duration,
+        /// Longest wait for the API server when confirming a cross-object denial.
+        confirm_timeout: Duration,
+    },
+}
+
+/// The live cluster behind the cache: what confirms a cross-object denial.
+pub struct Cluster {
+    pub cache: Arc<ClusterCache>,
+    client: kube::Client,
+    max_staleness: Duration,
+    confirm_timeout: Duration,
 }
 
 /// What every request handler shares.
 pub struct State {
     policy: RwLock<Arc<Policy>>,
     view: Arc<dyn ClusterView + Send + Sync>,
+    cluster: Option<Cluster>,
     pub metrics: Metrics,
     shutting_down: AtomicBool,
     request_timeout: Duration,
 }
 
 impl State {
-    pub fn new(policy: Policy, request_timeout: Duration) -> State {
+    pub fn new(policy: Policy, request_timeout: Duration, cluster: Option<Cluster>) -> State {
+        let view: Arc<dyn ClusterView + Send + Sync> = match &cluster {
+            Some(c) => Arc::clone(&c.cache) as Arc<dyn ClusterView + Send + Sync>,
+            None => Arc::new(NoClusterView),
+        };
         State {
             policy: RwLock::new(Arc::new(policy)),
-            view: Arc::new(NoClusterView),
+            view,
+            cluster,
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             request_timeout,
@@ -91,8 +126,17 @@ impl State {
         }
     }
 
-    fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::SeqCst)
+    /// Why `/readyz` is not 200, if it is not.
+    fn not_ready(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Some("shutting down");
+        }
+        match &self.cluster {
+            Some(c) if !c.cache.synced() => Some(
+                "waiting for the initial list of services, endpoints, endpointslices and namespaces",
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -122,16 +166,20 @@ pub fn metrics_router(state: Arc<State>) -> Router {
         .route(
             "/readyz",
             get(|AxumState(state): AxumState<Arc<State>>| async move {
-                if state.ready() {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                match state.not_ready() {
+                    None => (StatusCode::OK, "ready\n".to_owned()),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                 }
             }),
         )
         .route(
             "/metrics",
             get(|AxumState(state): AxumState<Arc<State>>| async move {
+                if let Some(cluster) = &state.cluster {
+                    state
+                        .metrics
+                        .record_cache(&cluster.cache.watch_states(), Instant::now());
+                }
                 (
                     [(
                         header::CONTENT_TYPE,
@@ -210,7 +258,20 @@ async fn admit(
     let decision = match admission::parse(&body) {
         Ok(request) => {
             let policy = state.policy();
-            let decision = admission::decide(&request, state.view.as_ref(), &policy, endpoint);
+            let mut decision = admission::decide(&request, state.view.as_ref(), &policy, endpoint);
+            if let Some(cluster) = &state.cluster
+                && decision.verdict == admission::Verdict::Denied
+            {
+                decision = confirm(
+                    cluster,
+                    &state.metrics,
+                    &request,
+                    &policy,
+                    endpoint,
+                    decision,
+                )
+                .await;
+            }
             log_decision(path, &decision, request.dry_run.unwrap_or(false), started);
             decision
         }
@@ -236,6 +297,54 @@ async fn admit(
         decision.to_json(),
     )
         .into_response()
+}
+
+/// A denial that rests on other objects is only as good as the cache's knowledge of them:
+/// read them afresh from the API server and judge again; when that is impossible, the
+/// cross-object denials become warnings that say why. Never a false deny from a stale cache.
+async fn confirm(
+    cluster: &Cluster,
+    metrics: &Metrics,
+    request: &admission::Request,
+    policy: &Policy,
+    endpoint: Endpoint,
+    decision: Decision,
+) -> Decision {
+    let alone = admission::decide(request, &NoClusterView, policy, endpoint);
+    if admission::cross_object_denials(&decision, &alone) == 0 {
+        return decision;
+    }
+    if let Some(stale) = cluster
+        .cache
+        .staleness(Instant::now(), cluster.max_staleness)
+    {
+        metrics.confirmation("stale");
+        let reason = format!("the cluster view is stale: {stale}");
+        return admission::downgrade_cross_object(decision, &alone, &reason);
+    }
+    let namespace = request
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    match client::namespace_snapshot(&cluster.client, &namespace, cluster.confirm_timeout).await {
+        Ok(fresh) => {
+            let fresh = admission::decide(request, &fresh, policy, endpoint);
+            let outcome = if fresh.verdict == admission::Verdict::Denied {
+                "confirmed"
+            } else {
+                "overturned"
+            };
+            metrics.confirmation(outcome);
+            tracing::debug!(uid = %request.uid, outcome, "cross-object denial checked against the API server");
+            fresh
+        }
+        Err(e) => {
+            metrics.confirmation("unreachable");
+            tracing::warn!(uid = %request.uid, error = %e, "cannot confirm a cross-object denial");
+            let reason = format!("the API server could not confirm it ({e})");
+            admission::downgrade_cross_object(decision, &alone, &reason)
+        }
+    }
 }
 
 fn log_decision(path: &str, d: &Decision, dry_run: bool, started: Instant) {
@@ -327,7 +436,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             .map_err(StartError)?,
     );
 
-    let state = Arc::new(State::new(policy, config.request_timeout));
+    let (cluster, cluster_note) = start_cluster(&config.cluster).await?;
+    let state = Arc::new(State::new(policy, config.request_timeout, cluster));
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
         .map_err(|e| {
@@ -392,7 +502,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         %addr,
         metrics_addr = %metrics_addr,
         policy = %config.policy.as_ref().map_or("embedded default".to_owned(), |p| p.display().to_string()),
-        cluster = "none: cross-object rules see only the object under review and do not deny",
+        cluster = %cluster_note,
         "admission webhook listening"
     );
 
@@ -424,6 +534,44 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
     tracing::info!(elapsed = ?started.elapsed(), "stopped");
     Ok(())
+}
+
+/// Connects to the cluster and starts the watches, or says why the server runs without.
+async fn start_cluster(config: &ClusterConfig) -> Result<(Option<Cluster>, String), StartError> {
+    let without = "none: cross-object rules see only the object under review and do not deny";
+    let ClusterConfig::Watch {
+        credentials,
+        namespaces,
+        max_staleness,
+        confirm_timeout,
+    } = config
+    else {
+        return Ok((None, format!("{without} (--no-cluster)")));
+    };
+    let client = match client::connect(credentials).await {
+        Ok(client) => client,
+        Err(ConnectError::NotConfigured(why)) => {
+            return Ok((None, format!("{without} ({why})")));
+        }
+        Err(ConnectError::Invalid(why)) => return Err(StartError(why)),
+    };
+    let cache = Arc::new(ClusterCache::new());
+    // The watch tasks run for the life of the process.
+    let _tasks = watch::spawn(&client, &cache, namespaces);
+    let scope = if namespaces.is_empty() {
+        "cluster-wide".to_owned()
+    } else {
+        format!("namespaces {}", namespaces.join(", "))
+    };
+    Ok((
+        Some(Cluster {
+            cache,
+            client,
+            max_staleness: *max_staleness,
+            confirm_timeout: *confirm_timeout,
+        }),
+        format!("watching {scope}; ready after the initial lists"),
+    ))
 }
 
 /// Waits for SIGTERM (Kubernetes stopping the Pod) or SIGINT (Ctrl-C).

@@ -62,6 +62,12 @@ impl Server {
             .arg("--tls-key")
             .arg(dir.path().join("tls.key"))
             .args(["--log-format", "json", "--reload-interval", "100ms"])
+            // Never the developer's own cluster: a test names its fake API server.
+            .args(if extra.contains(&"--kubeconfig") {
+                &[][..]
+            } else {
+                &["--no-cluster"][..]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,118 @@
+//! The connection to the API server: credentials, and the direct reads that confirm a
+//! denial the cache suggests (`serve`) or list the whole cluster once (`scan`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+use crate::cluster::ManifestView;
+use crate::object::Object;
+
+/// Where the credentials come from.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// A kubeconfig file; otherwise `KUBECONFIG`, `~/.kube/config`, then the in-cluster
+    /// service account.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+/// Why there is no client.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No kubeconfig and not in a cluster: not an error for `serve`, which then runs
+    /// without a cluster view.
+    #[error("no cluster configuration: {0}")]
+    NotConfigured(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A client built from `credentials`.
+pub async fn connect(credentials: &Credentials) -> Result<Client, ConnectError> {
+    let options = KubeConfigOptions {
+        context: credentials.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match &credentials.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                ConnectError::Invalid(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| ConnectError::Invalid(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        None if credentials.context.is_some() => Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| ConnectError::Invalid(format!("kubeconfig: {e}")))?,
+        None => Config::infer()
+            .await
+            .map_err(|e| ConnectError::NotConfigured(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| ConnectError::Invalid(format!("cluster client: {e}")))
+}
+
+/// Says what a failed API call means for the person running the webhook: a missing
+/// permission names the verb and resource to grant.
+pub fn explain(verb: &str, resource: &str, error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if status.code == 403 => format!(
+            "missing permission: cannot {verb} {resource} ({}); grant get, list and watch on services, endpoints, endpointslices.discovery.k8s.io and namespaces to the webhook's service account (deploy/base ClusterRole)",
+            status.message
+        ),
+        kube::Error::Api(status) => format!(
+            "{verb} {resource}: {} {} {}",
+            status.code, status.reason, status.message
+        ),
+        other => format!("{verb} {resource}: {other}"),
+    }
+}
+
+/// Reads one namespace afresh: its Services, Endpoints and EndpointSlices, and its labels.
+/// What a confirmation of a cross-object denial judges against.
+pub async fn namespace_snapshot(
+    client: &Client,
+    namespace: &str,
+    timeout: Duration,
+) -> Result<ManifestView, String> {
+    let read = async {
+        let params = ListParams::default();
+        let services = Api::<Service>::namespaced(client.clone(), namespace);
+        let endpoints = Api::<Endpoints>::namespaced(client.clone(), namespace);
+        let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace);
+        let namespaces = Api::<Namespace>::all(client.clone());
+        let (services, endpoints, slices, ns) = tokio::join!(
+            services.list(&params),
+            endpoints.list(&params),
+            slices.list(&params),
+            namespaces.get_opt(namespace),
+        );
+        let mut view = ManifestView::new();
+        for s in services.map_err(|e| explain("list", "services", &e))? {
+            view.insert(&Object::Service(s));
+        }
+        for e in endpoints.map_err(|e| explain("list", "endpoints", &e))? {
+            view.insert(&Object::Endpoints(e));
+        }
+        for s in slices.map_err(|e| explain("list", "endpointslices", &e))? {
+            view.insert(&Object::EndpointSlice(s));
+        }
+        if let Some(ns) = ns.map_err(|e| explain("get", "namespaces", &e))? {
+            view.insert_namespace(&ns);
+        }
+        Ok(view)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "the API server did not answer within {}ms",
+            timeout.as_millis()
+        )),
+    }
+}

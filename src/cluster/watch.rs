@@ -1,0 +1,152 @@
+//! The watchers that keep the [`ClusterCache`] current: one kube-rs watcher per kind (and per
+//! namespace with `--watch-namespace`). kube-rs resumes dropped watches from the last
+//! resourceVersion, relists after 410 Gone, and backs off on errors; here each event becomes
+//! a cache change, and every complete list replaces what it covers at once.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::cluster::cache::{ClusterCache, Entry, WatchId, WatchedKind};
+use crate::cluster::client::explain;
+use crate::cluster::{EndpointsInfo, ServiceInfo, SliceInfo};
+
+/// Starts the watches: cluster-wide, or for each of `namespaces` when given.
+pub fn spawn(
+    client: &Client,
+    cache: &Arc<ClusterCache>,
+    namespaces: &[String],
+) -> Vec<JoinHandle<()>> {
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let mut ids = Vec::new();
+    let mut tasks = Vec::new();
+    for scope in scopes {
+        for kind in WatchedKind::ALL {
+            let id = WatchId::new(kind, scope);
+            ids.push(id.clone());
+            let cache = Arc::clone(cache);
+            let client = client.clone();
+            tasks.push(match kind {
+                WatchedKind::Services => tokio::spawn(run::<Service>(
+                    api(client, scope),
+                    watcher::Config::default(),
+                    id,
+                    cache,
+                    |s| Entry::Service(ServiceInfo::of(s)),
+                )),
+                WatchedKind::Endpoints => tokio::spawn(run::<Endpoints>(
+                    api(client, scope),
+                    watcher::Config::default(),
+                    id,
+                    cache,
+                    |e| Entry::Endpoints(EndpointsInfo::of(e)),
+                )),
+                WatchedKind::EndpointSlices => tokio::spawn(run::<EndpointSlice>(
+                    api(client, scope),
+                    watcher::Config::default(),
+                    id,
+                    cache,
+                    |s| Entry::Slice(SliceInfo::of(s)),
+                )),
+                WatchedKind::Namespaces => {
+                    // Namespaces are cluster-scoped: with --watch-namespace, watch just that one.
+                    let config = match scope {
+                        Some(ns) => {
+                            watcher::Config::default().fields(&format!("metadata.name={ns}"))
+                        }
+                        None => watcher::Config::default(),
+                    };
+                    tokio::spawn(run::<Namespace>(Api::all(client), config, id, cache, |n| {
+                        Entry::namespace(n.name_any(), n.metadata.labels.as_ref())
+                    }))
+                }
+            });
+        }
+    }
+    cache.register(ids);
+    tasks
+}
+
+fn api<K>(client: Client, scope: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
+
+/// Feeds one watch into the cache until the task is aborted.
+async fn run<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    id: WatchId,
+    cache: Arc<ClusterCache>,
+    project: fn(&K) -> Entry,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut listing: Vec<Entry> = Vec::new();
+    let mut failing = false;
+    while let Some(event) = stream.next().await {
+        let now = Instant::now();
+        match event {
+            Ok(watcher::Event::Init) => listing.clear(),
+            Ok(watcher::Event::InitApply(object)) => listing.push(project(&object)),
+            Ok(watcher::Event::InitDone) => {
+                let count = listing.len();
+                cache.replace_all(&id, std::mem::take(&mut listing), now);
+                tracing::info!(watch = %id.describe(), objects = count, "listed");
+                failing = false;
+            }
+            Ok(watcher::Event::Apply(object)) => {
+                cache.apply(&id, project(&object), now);
+                failing = false;
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                let namespace = object.meta().namespace.clone().unwrap_or_default();
+                cache.delete(&id, &namespace, &object.name_any(), now);
+                failing = false;
+            }
+            Err(error) => {
+                let message = describe(&id, &error);
+                // Once per outage in the log; the back-off keeps retrying.
+                if !failing {
+                    tracing::warn!(watch = %id.describe(), error = %message, "watch failing; retrying with back-off");
+                }
+                failing = true;
+                cache.failed(&id, message, now);
+            }
+        }
+    }
+}
+
+fn describe(id: &WatchId, error: &watcher::Error) -> String {
+    let resource = id.describe();
+    match error {
+        watcher::Error::InitialListFailed(e) => explain("list", &resource, e),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            explain("watch", &resource, e)
+        }
+        watcher::Error::WatchError(status) if status.code == 403 => format!(
+            "missing permission: cannot watch {resource} ({}); grant get, list and watch on it to the webhook's service account",
+            status.message
+        ),
+        other => format!("{resource}: {other}"),
+    }
+}
