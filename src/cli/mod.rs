@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the validating and mutating admission webhook over HTTPS.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Make a development CA and a serving certificate signed by it.
     Certs(certs::CertsArgs),
     /// Check manifest files, directories or stdin (`-`) as one manifest set.
@@ -114,7 +114,7 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Certs(args) => certs::run(args),
         Command::Check(args) => check::run(args),
         Command::Policy(PolicyCommand::Default) => policy::print_default(),
