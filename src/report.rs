@@ -1,5 +1,6 @@
 //! Findings and input errors, located in the manifests, written as text, JSON or SARIF.
 
+pub mod policyreport;
 pub mod sarif;
 pub mod text;
 

@@ -23,16 +23,12 @@ pub(super) fn run(args: CheckArgs) -> u8 {
     let set = ManifestSet::load(&args.paths);
     let report = check_set(&set, &policy);
     let rendered = match args.format {
-        Format::Text => {
-            let color = match args.color {
-                Color::Always => true,
-                Color::Never => false,
-                Color::Auto => {
-                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-                }
-            };
-            text::render(&report, text::Style { color })
-        }
+        Format::Text => text::render(
+            &report,
+            text::Style {
+                color: use_color(args.color),
+            },
+        ),
         Format::Json => report.to_json() + "\n",
         Format::Sarif => sarif::render(&report) + "\n",
     };
@@ -41,6 +37,14 @@ pub(super) fn run(args: CheckArgs) -> u8 {
         return exit::USAGE;
     }
     exit_code(&report, args.fail_on)
+}
+
+pub(super) fn use_color(choice: Color) -> bool {
+    match choice {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    }
 }
 
 /// Judges every object of the set against the rest of it.
@@ -66,7 +70,7 @@ pub fn check_set(set: &ManifestSet, policy: &Policy) -> Report {
     }
 }
 
-fn exit_code(report: &Report, fail_on: FailOn) -> u8 {
+pub(super) fn exit_code(report: &Report, fail_on: FailOn) -> u8 {
     if !report.errors.is_empty() {
         return exit::USAGE;
     }

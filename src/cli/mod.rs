@@ -4,6 +4,7 @@
 mod certs;
 mod check;
 mod policy;
+mod scan;
 mod serve;
 
 use std::path::PathBuf;
@@ -41,6 +42,10 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Make a development CA and a serving certificate signed by it.
     Certs(certs::CertsArgs),
+    /// Judge the live cluster once: what would be denied today.
+    ///
+    /// Exit code: 0 nothing denied, 1 something denied, 2 usage or cluster errors.
+    Scan(scan::ScanArgs),
     /// Check manifest files, directories or stdin (`-`) as one manifest set.
     ///
     /// Exit code: 0 nothing denied, 1 something denied, 2 usage or input errors.
@@ -70,20 +75,20 @@ struct CheckArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Text,
     Json,
     Sarif,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum FailOn {
+pub(crate) enum FailOn {
     Deny,
     Warn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Color {
+pub(crate) enum Color {
     Auto,
     Always,
     Never,
@@ -116,6 +121,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Certs(args) => certs::run(args),
+        Command::Scan(args) => scan::run(args),
         Command::Check(args) => check::run(args),
         Command::Policy(PolicyCommand::Default) => policy::print_default(),
         Command::Policy(PolicyCommand::Check { file }) => policy::check(&file),

@@ -116,3 +116,88 @@ pub async fn namespace_snapshot(
         )),
     }
 }
+
+/// Everything `scan` judges: the Services, Endpoints and EndpointSlices of the cluster (or
+/// of `namespaces`), and the labels of their namespaces, listed once.
+pub struct ClusterSnapshot {
+    pub objects: Vec<Object>,
+    pub view: ManifestView,
+}
+
+pub async fn list_cluster(
+    client: &Client,
+    namespaces: &[String],
+) -> Result<ClusterSnapshot, String> {
+    let params = ListParams::default();
+    let mut objects = Vec::new();
+    let mut view = ManifestView::new();
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    for scope in scopes {
+        let (services, endpoints, slices): (Api<Service>, Api<Endpoints>, Api<EndpointSlice>) =
+            match scope {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                ),
+                None => (
+                    Api::all(client.clone()),
+                    Api::all(client.clone()),
+                    Api::all(client.clone()),
+                ),
+            };
+        let resource = |r: &str| match scope {
+            Some(ns) => format!("{r} in namespace {ns}"),
+            None => r.to_owned(),
+        };
+        for s in services
+            .list(&params)
+            .await
+            .map_err(|e| explain("list", &resource("services"), &e))?
+        {
+            objects.push(Object::Service(s));
+        }
+        for e in endpoints
+            .list(&params)
+            .await
+            .map_err(|e| explain("list", &resource("endpoints"), &e))?
+        {
+            objects.push(Object::Endpoints(e));
+        }
+        for s in slices
+            .list(&params)
+            .await
+            .map_err(|e| explain("list", &resource("endpointslices"), &e))?
+        {
+            objects.push(Object::EndpointSlice(s));
+        }
+    }
+    let namespace_api = Api::<Namespace>::all(client.clone());
+    if namespaces.is_empty() {
+        for ns in namespace_api
+            .list(&params)
+            .await
+            .map_err(|e| explain("list", "namespaces", &e))?
+        {
+            view.insert_namespace(&ns);
+        }
+    } else {
+        for name in namespaces {
+            if let Some(ns) = namespace_api
+                .get_opt(name)
+                .await
+                .map_err(|e| explain("get", "namespaces", &e))?
+            {
+                view.insert_namespace(&ns);
+            }
+        }
+    }
+    for object in &objects {
+        view.insert(object);
+    }
+    Ok(ClusterSnapshot { objects, view })
+}
