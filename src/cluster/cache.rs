@@ -107,6 +107,10 @@ pub struct WatchState {
     pub resyncs: u64,
     /// Since when the watch has been failing, and why; `None` while it is healthy.
     pub failing: Option<(Instant, String)>,
+    /// The start of the outage, kept across a recovery seen only by a probe (a quiet watch
+    /// delivers no event when it reconnects): a watch that fails again right after is
+    /// judged by how long it has really been out. Cleared by a delivered event or list.
+    outage_since: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +236,7 @@ impl Store {
         let watch = self.watches.entry(id.clone()).or_default();
         watch.last_event = Some(now);
         watch.failing = None;
+        watch.outage_since = None;
         watch.objects = objects;
     }
 }
@@ -310,10 +315,28 @@ impl ClusterCache {
     pub fn failed(&self, id: &WatchId, error: String, now: Instant) {
         let mut store = self.write();
         let watch = store.watches.entry(id.clone()).or_default();
+        let since = *watch.outage_since.get_or_insert(now);
         match &mut watch.failing {
             Some((_, last)) => *last = error,
-            None => watch.failing = Some((now, error)),
+            None => watch.failing = Some((since, error)),
         }
+    }
+
+    /// The API server answers watch `id`'s resource again (a probe succeeded); the watch
+    /// reconnects by itself.
+    pub fn recovered(&self, id: &WatchId) {
+        let mut store = self.write();
+        if let Some(watch) = store.watches.get_mut(id) {
+            watch.failing = None;
+        }
+    }
+
+    /// Whether watch `id` is failing now.
+    pub fn is_failing(&self, id: &WatchId) -> bool {
+        self.read()
+            .watches
+            .get(id)
+            .is_some_and(|w| w.failing.is_some())
     }
 
     /// Every registered watch has listed once.
@@ -548,6 +571,42 @@ mod tests {
         cache.replace_all(&endpoints, Vec::new(), start + Duration::from_secs(40));
         assert_eq!(
             cache.staleness(start + Duration::from_secs(41), limit),
+            None
+        );
+    }
+
+    #[test]
+    fn a_probe_recovery_clears_the_failure_but_a_relapse_counts_from_the_first_outage() {
+        let cache = ClusterCache::new();
+        let start = Instant::now();
+        let limit = Duration::from_secs(30);
+        cache.register(all());
+        for watch in all() {
+            cache.replace_all(&watch, Vec::new(), start);
+        }
+        let services = id(WatchedKind::Services);
+        cache.failed(&services, "refused".into(), start);
+        cache.recovered(&services);
+        assert!(!cache.is_failing(&services));
+        assert_eq!(
+            cache.staleness(start + Duration::from_secs(40), limit),
+            None
+        );
+        cache.failed(&services, "refused".into(), start + Duration::from_secs(40));
+        assert!(
+            cache
+                .staleness(start + Duration::from_secs(41), limit)
+                .is_some(),
+            "out since the first failure"
+        );
+        cache.apply(
+            &services,
+            entries(crate::rules::testing::MYSQL_PAIR).remove(0),
+            start + Duration::from_secs(42),
+        );
+        cache.failed(&services, "refused".into(), start + Duration::from_secs(50));
+        assert_eq!(
+            cache.staleness(start + Duration::from_secs(51), limit),
             None
         );
     }

@@ -5,11 +5,12 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -90,6 +91,10 @@ where
     }
 }
 
+/// How often a failing watch's resource is probed: a watch that reconnects on a quiet
+/// cluster delivers no event, so only a probe can tell that the outage is over.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Feeds one watch into the cache until the task is aborted.
 async fn run<K>(
     api: Api<K>,
@@ -100,10 +105,27 @@ async fn run<K>(
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
+    let probe_api = api.clone();
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut listing: Vec<Entry> = Vec::new();
     let mut failing = false;
-    while let Some(event) = stream.next().await {
+    let mut probe = tokio::time::interval(PROBE_INTERVAL);
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = probe.tick(), if failing => {
+                let params = ListParams::default().limit(1);
+                if probe_api.list_metadata(&params).await.is_ok() {
+                    cache.recovered(&id);
+                    failing = false;
+                    tracing::info!(watch = %id.describe(), "the API server answers again; the watch resumes");
+                }
+                continue;
+            }
+        };
         let now = Instant::now();
         match event {
             Ok(watcher::Event::Init) => listing.clear(),

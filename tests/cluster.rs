@@ -1,0 +1,480 @@
+//! `serve` with a cluster and `scan`, against a fake API server started on loopback that
+//! speaks the real wire format (list with resourceVersion, streaming watch, BOOKMARK, 410
+//! Gone, dropped connections), reached by the real kube-rs client through a kubeconfig.
+
+#[path = "support/fake_api.rs"]
+mod fake_api;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fake_api::FakeApi;
+use serde_json::{Value, json};
+use support::*;
+
+fn service(name: &str, port_name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"clusterIP": "None", "ports": [{"name": port_name, "port": 3306, "protocol": "TCP", "targetPort": 3306}]}
+    })
+}
+
+fn endpoints(name: &str, port_name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": "default"},
+        "subsets": [{"addresses": [{"ip": "114.32.146.154"}], "ports": [{"name": port_name, "port": 3306, "protocol": "TCP"}]}]
+    })
+}
+
+fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"team": "payments"}}})
+}
+
+/// A fake API server with the default namespace, and `serve` watching it.
+async fn start(extra: &[&str]) -> (FakeApi, Server, tempfile::TempDir) {
+    let api = FakeApi::start().await;
+    api.apply(namespace("default"));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let mut args = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    (api, server, dir)
+}
+
+async fn readyz(server: &Server) -> (u16, String) {
+    install_crypto();
+    let r = reqwest::get(server.metrics_url("/readyz")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn wait_ready(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while readyz(server).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready: {:?}\n{:#?}",
+            readyz(server).await,
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn metrics(server: &Server) -> String {
+    install_crypto();
+    reqwest::get(server.metrics_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// The rule ids of a validation answer, denying and warning.
+fn verdict(r: &Value) -> (bool, Vec<String>, Vec<String>) {
+    let ids = |lines: Vec<&str>| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| Some(l.strip_prefix('[')?.split(']').next()?.to_owned()))
+            .collect()
+    };
+    let denied = ids(r["status"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .collect());
+    let warned = ids(r["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect());
+    (r["allowed"] == true, denied, warned)
+}
+
+async fn validate(server: &Server, object: &Value) -> Value {
+    let client = client(&server.ca(), Http::Two);
+    let answer = post(
+        &client,
+        &server.url("/validate"),
+        review("u", "CREATE", object),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()["response"].clone()
+}
+
+/// Polls `validate` until its verdict is `expected`.
+async fn until_verdict(
+    server: &Server,
+    object: &Value,
+    expected: (bool, &[&str], &[&str]),
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = validate(server, object).await;
+        let (allowed, denied, warned) = verdict(&r);
+        if allowed == expected.0 && denied == expected.1 && warned == expected.2 {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {expected:?}, still {r:#}\n{:#?}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_waits_for_the_initial_lists_of_all_four_kinds() {
+    let api = FakeApi::start().await;
+    api.set_unresponsive(true);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let server = Server::start(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let (code, body) = readyz(&server).await;
+    assert_eq!(code, 503);
+    assert_eq!(
+        body,
+        "waiting for the initial list of services, endpoints, endpointslices and namespaces\n"
+    );
+    api.set_unresponsive(false);
+    wait_ready(&server).await;
+    for resource in ["services", "endpoints", "endpointslices", "namespaces"] {
+        assert!(
+            api.lists(resource) >= 1,
+            "{resource}: {:#?}",
+            api.requests()
+        );
+    }
+    let text = metrics(&server).await;
+    assert_eq!(
+        metric(
+            &text,
+            "extsvc_guard_cache_synced{resource=\"services\",namespace=\"\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+/// LISTs of every Service in the cluster: the watcher's, not a confirmation's (those list
+/// one namespace).
+fn cluster_wide_service_lists(api: &FakeApi) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/services?") && !r.contains("watch=true"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn added_modified_and_deleted_services_reach_the_rules() {
+    let (api, server, _dir) = start(&[]).await;
+    wait_ready(&server).await;
+    let ep = endpoints("mysql-svc", "mysql");
+    // No Service at all: orphaned, but with no likely Service only a warning.
+    until_verdict(&server, &ep, (true, &[], &["endpoints-orphaned"])).await;
+
+    api.apply(service("mysql-svc", "default-ep"));
+    let r = until_verdict(&server, &ep, (false, &["port-name-mismatch"], &[])).await;
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Service mysql-svc has \"default-ep\"/TCP"),
+        "{r:#}"
+    );
+
+    api.apply(service("mysql-svc", "mysql"));
+    until_verdict(&server, &ep, (true, &[], &[])).await;
+
+    api.delete("Service", "default", "mysql-svc");
+    until_verdict(&server, &ep, (true, &[], &["endpoints-orphaned"])).await;
+    let text = metrics(&server).await;
+    assert!(
+        metric(
+            &text,
+            "extsvc_guard_confirmations_total{outcome=\"confirmed\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "extsvc_guard_cache_objects{resource=\"services\",namespace=\"\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_arriving_after_its_endpoints_in_the_watch_is_found_by_the_confirmation_read() {
+    let (api, server, _dir) = start(&[]).await;
+    wait_ready(&server).await;
+    // An older Service the new Endpoints looks meant for, already in the cache.
+    api.apply(service("mysql", "mysql"));
+    let ep = endpoints("mysql-svc", "mysql");
+    until_verdict(&server, &ep, (false, &["endpoints-orphaned"], &[])).await;
+    // kubectl apply sends Service mysql-svc, then its Endpoints; the watch lags behind.
+    api.apply_silently(service("mysql-svc", "mysql"));
+    let r = validate(&server, &ep).await;
+    assert_eq!(verdict(&r), (true, vec![], vec![]), "{r:#}");
+    let text = metrics(&server).await;
+    assert_eq!(
+        metric(
+            &text,
+            "extsvc_guard_confirmations_total{outcome=\"overturned\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    api.deliver_pending();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_watch_resumes_without_a_relist_and_410_gone_relists() {
+    let (api, server, _dir) = start(&[]).await;
+    wait_ready(&server).await;
+    let ep = endpoints("mysql-svc", "mysql");
+    api.apply(service("mysql-svc", "default-ep"));
+    until_verdict(&server, &ep, (false, &["port-name-mismatch"], &[])).await;
+
+    let lists = cluster_wide_service_lists(&api);
+    api.bookmark();
+    api.drop_watches();
+    api.apply(service("mysql-svc", "mysql"));
+    until_verdict(&server, &ep, (true, &[], &[])).await;
+    assert_eq!(
+        cluster_wide_service_lists(&api),
+        lists,
+        "resumed from its resourceVersion: {:#?}",
+        api.requests()
+    );
+
+    // A change the watch has not seen, then the history is compacted past it: resuming
+    // gets 410 Gone, and only a relist brings the change.
+    api.apply_silently(service("mysql-svc", "default-ep"));
+    api.compact();
+    api.drop_watches();
+    until_verdict(&server, &ep, (false, &["port-name-mismatch"], &[])).await;
+    assert!(
+        cluster_wide_service_lists(&api) > lists,
+        "410 Gone made it relist"
+    );
+    let text = metrics(&server).await;
+    assert!(
+        metric(
+            &text,
+            "extsvc_guard_cache_resyncs{resource=\"services\",namespace=\"\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
+    api.deliver_pending();
+}
+
+/// A Service in the cache that makes `mysql-ep` a denial (orphaned, and meant for it).
+async fn with_the_mysql_pair_denied(api: &FakeApi, server: &Server) -> Value {
+    api.apply(service("mysql-svc", "default-ep"));
+    let ep = endpoints("mysql-ep", "mysql");
+    until_verdict(
+        server,
+        &ep,
+        (false, &["endpoints-orphaned", "port-name-mismatch"], &[]),
+    )
+    .await;
+    ep
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_server_that_stops_answering_turns_cross_object_denials_into_warnings() {
+    let (api, server, _dir) = start(&["--confirm-timeout", "300ms"]).await;
+    wait_ready(&server).await;
+    let ep = with_the_mysql_pair_denied(&api, &server).await;
+    api.set_unresponsive(true);
+    let r = validate(&server, &ep).await;
+    assert_eq!(
+        verdict(&r),
+        (
+            true,
+            vec![],
+            vec![
+                "endpoints-orphaned".to_owned(),
+                "port-name-mismatch".to_owned()
+            ]
+        ),
+        "{r:#}"
+    );
+    let warning = r["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains("not denied because the API server could not confirm it (the API server did not answer within 300ms)"),
+        "{warning}"
+    );
+    // What the object earns alone is still denied.
+    let ext_ip = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext-ip", "namespace": "default"}, "spec": {"type": "ExternalName", "externalName": "192.168.1.10"}});
+    let r = validate(&server, &ext_ip).await;
+    assert_eq!(verdict(&r).1, vec!["externalname-ip"]);
+    api.set_unresponsive(false);
+    until_verdict(
+        &server,
+        &ep,
+        (false, &["endpoints-orphaned", "port-name-mismatch"], &[]),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_cache_downgrades_without_waiting_for_the_api_server() {
+    let (api, server, _dir) = start(&["--max-staleness", "200ms"]).await;
+    wait_ready(&server).await;
+    let ep = with_the_mysql_pair_denied(&api, &server).await;
+    api.stop().await;
+    // The watches fail from now on; 200 ms later the cache is stale.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = validate(&server, &ep).await;
+        let warning = r["warnings"][0].as_str().unwrap_or("").to_owned();
+        if warning.contains("not denied because the cluster view is stale") {
+            assert!(r["allowed"] == true, "{r:#}");
+            break;
+        }
+        assert!(
+            r["allowed"] == true || r["status"]["message"].as_str().is_some(),
+            "{r:#}"
+        );
+        assert!(Instant::now() < deadline, "{r:#}\n{:#?}", server.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.restart().await;
+    until_verdict(
+        &server,
+        &ep,
+        (false, &["endpoints-orphaned", "port-name-mismatch"], &[]),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_permission_is_reported_naming_the_verb_and_the_resource() {
+    let api = FakeApi::start().await;
+    api.forbid("list", "endpointslices");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let server = Server::start(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let line = server.wait_log("missing permission: cannot list endpointslices");
+    assert!(line.contains("grant get, list and watch"), "{line}");
+    assert_eq!(readyz(&server).await.0, 503);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_labels_from_the_cluster_feed_the_mutation() {
+    let api = FakeApi::start().await;
+    api.apply(namespace("default"));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "requiredMetadata:\n  labels:\n    - {key: team, fromNamespaceLabel: team}\nshapeMetadata: false\n",
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    wait_ready(&server).await;
+    let client = client(&server.ca(), Http::One);
+    let answer = post(
+        &client,
+        &server.url("/mutate"),
+        review("m", "CREATE", &service("db", "sql")),
+    )
+    .await;
+    let r = &answer.json()["response"];
+    use base64::Engine;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(r["patch"].as_str().expect("a patch"))
+        .unwrap();
+    let ops: Value = serde_json::from_slice(&patch).unwrap();
+    assert_eq!(
+        ops,
+        json!([{"op": "add", "path": "/metadata/labels", "value": {}}, {"op": "add", "path": "/metadata/labels/team", "value": "payments"}])
+    );
+}
+
+#[test]
+fn scan_reports_what_would_be_denied_today_as_text_and_as_policy_reports() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = runtime.block_on(FakeApi::start());
+    api.apply(namespace("default"));
+    api.apply(service("mysql-svc", "default-ep"));
+    api.apply(endpoints("mysql-ep", "mysql"));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let scan = |extra: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(["scan", "--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = scan(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Endpoints default/mysql-ep (cluster)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("deny endpoints-orphaned"), "{stdout}");
+    assert!(stdout.contains("deny port-name-mismatch"), "{stdout}");
+
+    let out = scan(&["--format", "policyreport"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["kind"], "List");
+    let report = &list["items"][0];
+    assert_eq!(report["apiVersion"], "wgpolicyk8s.io/v1alpha2");
+    assert_eq!(report["kind"], "PolicyReport");
+    assert_eq!(report["metadata"]["namespace"], "default");
+    assert_eq!(report["summary"]["fail"], 2);
+    assert_eq!(report["summary"]["warn"], 1);
+
+    let out = scan(&["--namespace", "elsewhere"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    api.forbid("list", "services");
+    let out = scan(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("missing permission: cannot list services"),
+        "{stderr}"
+    );
+    drop(runtime);
+}
