@@ -478,3 +478,33 @@ fn scan_reports_what_would_be_denied_today_as_text_and_as_policy_reports() {
     );
     drop(runtime);
 }
+
+/// The objects of a manifest under docs/examples, as JSON.
+fn example(name: &str) -> Vec<Value> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/examples")
+        .join(name);
+    serde_saphyr::from_multiple::<Value>(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_shows_the_denial_kubectl_prints_for_the_seeds_mysql_pair() {
+    let (api, server, _dir) = start(&[]).await;
+    wait_ready(&server).await;
+    let objects = example("mysql-pair.yaml");
+    // kubectl apply creates the Service first, then the Endpoints.
+    api.apply(objects[0].clone());
+    let r = until_verdict(
+        &server,
+        &objects[1],
+        (false, &["endpoints-orphaned", "port-name-mismatch"], &[]),
+    )
+    .await;
+    let message = r["status"]["message"].as_str().unwrap();
+    let printed = format!(
+        "Error from server (Forbidden): error when creating \"docs/examples/mysql-pair.yaml\": admission webhook \"validate.extsvc-guard.io\" denied the request: {message}"
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains(&printed), "README lacks:\n{printed}");
+}
