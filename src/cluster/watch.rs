@@ -1,5 +1,7 @@
 //! The watchers that keep the [`ClusterCache`] current: one kube-rs watcher per kind (and per
-//! namespace with `--watch-namespace`). kube-rs resumes dropped watches from the last
+//! namespace with `--watch-namespace`). Endpoints and EndpointSlices the control plane wrote
+//! for selector Services — most of them in a real cluster — matter to no rule and are not
+//! kept. kube-rs resumes dropped watches from the last
 //! resourceVersion, relists after 410 Gone, and backs off on errors; here each event becomes
 //! a cache change, and every complete list replaces what it covers at once.
 
@@ -45,21 +47,28 @@ pub fn spawn(
                     watcher::Config::default(),
                     id,
                     cache,
-                    |s| Entry::Service(ServiceInfo::of(s)),
+                    |s| Some(Entry::Service(ServiceInfo::of(s))),
                 )),
                 WatchedKind::Endpoints => tokio::spawn(run::<Endpoints>(
                     api(client, scope),
                     watcher::Config::default(),
                     id,
                     cache,
-                    |e| Entry::Endpoints(EndpointsInfo::of(e)),
+                    |e| {
+                        // The controller's own Endpoints matter to no rule: not kept.
+                        let info = EndpointsInfo::of(e);
+                        (!info.control_plane).then_some(Entry::Endpoints(info))
+                    },
                 )),
                 WatchedKind::EndpointSlices => tokio::spawn(run::<EndpointSlice>(
                     api(client, scope),
                     watcher::Config::default(),
                     id,
                     cache,
-                    |s| Entry::Slice(SliceInfo::of(s)),
+                    |s| {
+                        let info = SliceInfo::of(s);
+                        (!info.control_plane).then_some(Entry::Slice(info))
+                    },
                 )),
                 WatchedKind::Namespaces => {
                     // Namespaces are cluster-scoped: with --watch-namespace, watch just that one.
@@ -70,7 +79,7 @@ pub fn spawn(
                         None => watcher::Config::default(),
                     };
                     tokio::spawn(run::<Namespace>(Api::all(client), config, id, cache, |n| {
-                        Entry::namespace(n.name_any(), n.metadata.labels.as_ref())
+                        Some(Entry::namespace(n.name_any(), n.metadata.labels.as_ref()))
                     }))
                 }
             });
@@ -101,7 +110,7 @@ async fn run<K>(
     config: watcher::Config,
     id: WatchId,
     cache: Arc<ClusterCache>,
-    project: fn(&K) -> Entry,
+    project: fn(&K) -> Option<Entry>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
@@ -129,7 +138,7 @@ async fn run<K>(
         let now = Instant::now();
         match event {
             Ok(watcher::Event::Init) => listing.clear(),
-            Ok(watcher::Event::InitApply(object)) => listing.push(project(&object)),
+            Ok(watcher::Event::InitApply(object)) => listing.extend(project(&object)),
             Ok(watcher::Event::InitDone) => {
                 let count = listing.len();
                 cache.replace_all(&id, std::mem::take(&mut listing), now);
@@ -137,7 +146,14 @@ async fn run<K>(
                 failing = false;
             }
             Ok(watcher::Event::Apply(object)) => {
-                cache.apply(&id, project(&object), now);
+                match project(&object) {
+                    Some(entry) => cache.apply(&id, entry, now),
+                    // Now written by the control plane: no longer kept.
+                    None => {
+                        let namespace = object.meta().namespace.clone().unwrap_or_default();
+                        cache.delete(&id, &namespace, &object.name_any(), now);
+                    }
+                }
                 failing = false;
             }
             Ok(watcher::Event::Delete(object)) => {
