@@ -583,7 +583,8 @@ fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
 }
 
 /// The denials of `decision` that rest on other objects: those the same request does not
-/// get when its object is judged alone (`alone`, decided with no cluster view).
+/// get when its object is judged alone (`alone`: decided with only the namespace's labels,
+/// see [`crate::cluster::LabelsOnly`]).
 pub fn cross_object_denials(decision: &Decision, alone: &Decision) -> usize {
     decision
         .findings
@@ -596,7 +597,7 @@ fn denied_alone(f: &Finding, alone: &Decision) -> bool {
     alone
         .findings
         .iter()
-        .any(|a| a.action == Action::Deny && a.rule == f.rule && a.message == f.message)
+        .any(|a| a.action == Action::Deny && a.rule == f.rule && a.field == f.field)
 }
 
 /// Turns the cross-object denials of `decision` into warnings that say why: the other

@@ -117,7 +117,7 @@ pub fn mutate(object: &Object, view: &dyn ClusterView, policy: &Policy) -> Mutat
                     Some(target) => Some(Wanted::Set(target)),
                     // Known to go nowhere yet, or a host left from when it was an
                     // ExternalName: the old value is wrong. Otherwise it may be right.
-                    None if view.sees_cluster() => Some(Wanted::Unset),
+                    None if view.sees_cluster(namespace) => Some(Wanted::Unset),
                     None if current_annotation(object, &target_key)
                         .is_some_and(|t| !t.contains(':')) =>
                     {

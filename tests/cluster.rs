@@ -114,6 +114,14 @@ async fn validate(server: &Server, object: &Value) -> Value {
     answer.json()["response"].clone()
 }
 
+fn overturned(metrics: &str) -> f64 {
+    metric(
+        metrics,
+        "extsvc_guard_confirmations_total{outcome=\"overturned\"}",
+    )
+    .unwrap_or(0.0)
+}
+
 /// Polls `validate` until its verdict is `expected`.
 async fn until_verdict(
     server: &Server,
@@ -219,6 +227,8 @@ async fn added_modified_and_deleted_services_reach_the_rules() {
         Some(0.0),
         "{text}"
     );
+    // Every change came through the watch: no stale denial needed overturning.
+    assert_eq!(overturned(&text), 0.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -285,6 +295,7 @@ async fn a_dropped_watch_resumes_without_a_relist_and_410_gone_relists() {
             >= 1.0,
         "{text}"
     );
+    assert_eq!(overturned(&text), 0.0, "the cache itself followed: {text}");
     api.deliver_pending();
 }
 

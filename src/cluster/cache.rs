@@ -254,11 +254,22 @@ fn remove_from<T>(map: &mut HashMap<String, HashMap<String, T>>, namespace: &str
 #[derive(Debug, Default)]
 pub struct ClusterCache {
     store: RwLock<Store>,
+    /// The watched namespaces (`--watch-namespace`); empty for the whole cluster. Outside
+    /// them the cache knows nothing, and says so through `sees_cluster`.
+    scope: Vec<String>,
 }
 
 impl ClusterCache {
     pub fn new() -> ClusterCache {
         ClusterCache::default()
+    }
+
+    /// A cache that watches only `namespaces` (all when empty).
+    pub fn scoped(namespaces: &[String]) -> ClusterCache {
+        ClusterCache {
+            store: RwLock::default(),
+            scope: namespaces.to_vec(),
+        }
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
@@ -437,6 +448,10 @@ impl ClusterView for ClusterCache {
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
         self.read().namespaces.get(namespace).cloned()
     }
+
+    fn sees_cluster(&self, namespace: &str) -> bool {
+        self.scope.is_empty() || self.scope.iter().any(|n| n == namespace)
+    }
 }
 
 #[cfg(test)]
@@ -609,6 +624,14 @@ mod tests {
             cache.staleness(start + Duration::from_secs(51), limit),
             None
         );
+    }
+
+    #[test]
+    fn a_scoped_cache_sees_only_its_namespaces() {
+        let cache = ClusterCache::scoped(&["shop".to_owned()]);
+        assert!(cache.sees_cluster("shop"));
+        assert!(!cache.sees_cluster("elsewhere"));
+        assert!(ClusterCache::new().sees_cluster("elsewhere"));
     }
 
     #[test]

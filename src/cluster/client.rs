@@ -55,6 +55,10 @@ pub async fn connect(credentials: &Credentials) -> Result<Client, ConnectError> 
             .await
             .map_err(|e| ConnectError::NotConfigured(e.to_string()))?,
     };
+    let mut config = config;
+    // A half-open connection must end a watch (the server closes watches after 290 s) and
+    // never freeze a read.
+    config.read_timeout = Some(Duration::from_secs(300));
     Client::try_from(config).map_err(|e| ConnectError::Invalid(format!("cluster client: {e}")))
 }
 
@@ -97,11 +101,18 @@ pub async fn namespace_snapshot(
         for s in services.map_err(|e| explain("list", "services", &e))? {
             view.insert(&Object::Service(s));
         }
+        // As the cache keeps them: not what the control plane wrote.
         for e in endpoints.map_err(|e| explain("list", "endpoints", &e))? {
-            view.insert(&Object::Endpoints(e));
+            let e = Object::Endpoints(e);
+            if !e.is_control_plane_managed() {
+                view.insert(&e);
+            }
         }
         for s in slices.map_err(|e| explain("list", "endpointslices", &e))? {
-            view.insert(&Object::EndpointSlice(s));
+            let s = Object::EndpointSlice(s);
+            if !s.is_control_plane_managed() {
+                view.insert(&s);
+            }
         }
         if let Some(ns) = ns.map_err(|e| explain("get", "namespaces", &e))? {
             view.insert_namespace(&ns);

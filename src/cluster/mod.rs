@@ -200,9 +200,10 @@ pub trait ClusterView {
     fn slices_in(&self, namespace: &str) -> Vec<SliceInfo>;
     /// The namespace's labels, or `None` when the view does not know the namespace.
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
-    /// Whether an absent object is really absent. A view that cannot see the cluster
-    /// answers every lookup with "nothing", and rules must not conclude from that.
-    fn sees_cluster(&self) -> bool {
+    /// Whether an absent object in `namespace` is really absent. A view that cannot see
+    /// that namespace answers every lookup with "nothing", and rules must not conclude from
+    /// that.
+    fn sees_cluster(&self, _namespace: &str) -> bool {
         true
     }
 }
@@ -234,7 +235,38 @@ impl ClusterView for NoClusterView {
     fn namespace_labels(&self, _: &str) -> Option<BTreeMap<String, String>> {
         None
     }
-    fn sees_cluster(&self) -> bool {
+    fn sees_cluster(&self, _namespace: &str) -> bool {
+        false
+    }
+}
+
+/// Another view's namespace labels and nothing else: the object under review judged alone,
+/// but under the policy its namespace's labels select.
+pub struct LabelsOnly<'a>(pub &'a dyn ClusterView);
+
+impl ClusterView for LabelsOnly<'_> {
+    fn service(&self, _: &str, _: &str) -> Option<ServiceInfo> {
+        None
+    }
+    fn services_in(&self, _: &str) -> Vec<ServiceInfo> {
+        Vec::new()
+    }
+    fn endpoints(&self, _: &str, _: &str) -> Option<EndpointsInfo> {
+        None
+    }
+    fn endpoints_in(&self, _: &str) -> Vec<EndpointsInfo> {
+        Vec::new()
+    }
+    fn slices_for(&self, _: &str, _: &str) -> Vec<SliceInfo> {
+        Vec::new()
+    }
+    fn slices_in(&self, _: &str) -> Vec<SliceInfo> {
+        Vec::new()
+    }
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.0.namespace_labels(namespace)
+    }
+    fn sees_cluster(&self, _: &str) -> bool {
         false
     }
 }

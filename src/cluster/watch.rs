@@ -33,12 +33,16 @@ pub fn spawn(
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
-    let mut ids = Vec::new();
+    // Registered before any watch can list, so the cache is never "synced" with one missing.
+    cache.register(scopes.iter().flat_map(|scope| {
+        WatchedKind::ALL
+            .iter()
+            .map(move |kind| WatchId::new(*kind, *scope))
+    }));
     let mut tasks = Vec::new();
     for scope in scopes {
         for kind in WatchedKind::ALL {
             let id = WatchId::new(kind, scope);
-            ids.push(id.clone());
             let cache = Arc::clone(cache);
             let client = client.clone();
             tasks.push(match kind {
@@ -85,7 +89,6 @@ pub fn spawn(
             });
         }
     }
-    cache.register(ids);
     tasks
 }
 
@@ -119,15 +122,24 @@ async fn run<K>(
     let mut listing: Vec<Entry> = Vec::new();
     let mut failing = false;
     let mut probe = tokio::time::interval(PROBE_INTERVAL);
+    // Ticks missed while healthy are not owed: one probe per interval while failing.
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             event = stream.next() => match event {
                 Some(event) => event,
-                None => break,
+                None => {
+                    // kube's watcher never ends; if it does, say so rather than look healthy.
+                    tracing::error!(watch = %id.describe(), "watch stream ended");
+                    cache.failed(&id, "the watch stream ended".to_owned(), Instant::now());
+                    break;
+                }
             },
             _ = probe.tick(), if failing => {
                 let params = ListParams::default().limit(1);
-                if probe_api.list_metadata(&params).await.is_ok() {
+                let answered =
+                    tokio::time::timeout(PROBE_INTERVAL * 2, probe_api.list_metadata(&params)).await;
+                if matches!(answered, Ok(Ok(_))) {
                     cache.recovered(&id);
                     failing = false;
                     tracing::info!(watch = %id.describe(), "the API server answers again; the watch resumes");

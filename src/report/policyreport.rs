@@ -45,7 +45,7 @@ fn resource(object: &Object) -> Value {
 pub fn reports(objects: &[Object], findings: &[Finding], now_seconds: i64) -> Vec<Value> {
     let mut by_namespace: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let timestamp = json!({"seconds": now_seconds, "nanos": 0});
-    for object in objects {
+    for object in objects.iter().filter(|o| !o.is_control_plane_managed()) {
         let reference = object.reference();
         let own: Vec<&Finding> = findings
             .iter()

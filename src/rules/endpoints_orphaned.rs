@@ -19,7 +19,7 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
         return Vec::new();
     };
     if service_name.is_empty()
-        || !cx.view.sees_cluster()
+        || !cx.view.sees_cluster(cx.namespace)
         || cx.view.service(cx.namespace, service_name).is_some()
     {
         return Vec::new();

@@ -11,7 +11,7 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
         return Vec::new();
     };
     let info = ServiceInfo::of(service);
-    if !info.takes_hand_written_endpoints() || !cx.view.sees_cluster() {
+    if !info.takes_hand_written_endpoints() || !cx.view.sees_cluster(cx.namespace) {
         return Vec::new();
     }
     let name = info.name.as_str();

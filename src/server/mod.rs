@@ -27,7 +27,7 @@ use hyper_util::rt::TokioTimer;
 use crate::admission::{self, Decision, Endpoint};
 use crate::cluster::cache::ClusterCache;
 use crate::cluster::client::{self, ConnectError, Credentials};
-use crate::cluster::{ClusterView, NoClusterView, watch};
+use crate::cluster::{ClusterView, LabelsOnly, NoClusterView, watch};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use tls::CertificateFiles;
@@ -127,14 +127,24 @@ impl State {
     }
 
     /// Why `/readyz` is not 200, if it is not.
-    fn not_ready(&self) -> Option<&'static str> {
+    fn not_ready(&self) -> Option<String> {
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Some("shutting down");
+            return Some("shutting down".to_owned());
         }
         match &self.cluster {
-            Some(c) if !c.cache.synced() => Some(
-                "waiting for the initial list of services, endpoints, endpointslices and namespaces",
-            ),
+            Some(c) if !c.cache.synced() => {
+                let mut why = "waiting for the initial list of services, endpoints, endpointslices and namespaces".to_owned();
+                let failing: Vec<String> = c
+                    .cache
+                    .watch_states()
+                    .into_iter()
+                    .filter_map(|(id, w)| Some(format!("{}: {}", id.describe(), w.failing?.1)))
+                    .collect();
+                if !failing.is_empty() {
+                    why.push_str(&format!(" ({})", failing.join("; ")));
+                }
+                Some(why)
+            }
             _ => None,
         }
     }
@@ -310,8 +320,21 @@ async fn confirm(
     endpoint: Endpoint,
     decision: Decision,
 ) -> Decision {
-    let alone = admission::decide(request, &NoClusterView, policy, endpoint);
-    if admission::cross_object_denials(&decision, &alone) == 0 {
+    let namespace = request
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let alone = admission::decide(
+        request,
+        &LabelsOnly(cluster.cache.as_ref()),
+        policy,
+        endpoint,
+    );
+    // Labels the cache does not have yet (a Namespace created in the same apply) may select
+    // a policy override that relaxes the rule: that denial needs confirming too.
+    let labels_unknown = cluster.cache.namespace_labels(&namespace).is_none()
+        && policy.namespaces.iter().any(|o| o.selector.is_some());
+    if admission::cross_object_denials(&decision, &alone) == 0 && !labels_unknown {
         return decision;
     }
     if let Some(stale) = cluster
@@ -322,10 +345,6 @@ async fn confirm(
         let reason = format!("the cluster view is stale: {stale}");
         return admission::downgrade_cross_object(decision, &alone, &reason);
     }
-    let namespace = request
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
     match client::namespace_snapshot(&cluster.client, &namespace, cluster.confirm_timeout).await {
         Ok(fresh) => {
             let fresh = admission::decide(request, &fresh, policy, endpoint);
@@ -555,7 +574,7 @@ async fn start_cluster(config: &ClusterConfig) -> Result<(Option<Cluster>, Strin
         }
         Err(ConnectError::Invalid(why)) => return Err(StartError(why)),
     };
-    let cache = Arc::new(ClusterCache::new());
+    let cache = Arc::new(ClusterCache::scoped(namespaces));
     // The watch tasks run for the life of the process.
     let _tasks = watch::spawn(&client, &cache, namespaces);
     let scope = if namespaces.is_empty() {
