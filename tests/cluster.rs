@@ -519,3 +519,35 @@ async fn the_readme_shows_the_denial_kubectl_prints_for_the_seeds_mysql_pair() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(readme.contains(&printed), "README lacks:\n{printed}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_watch_namespace_only_those_namespaces_are_watched_and_judged_on_absence() {
+    let (api, server, _dir) = start(&["--watch-namespace", "default"]).await;
+    wait_ready(&server).await;
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/default/services?")),
+        "{:#?}",
+        api.requests()
+    );
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/services?")),
+        "no cluster-wide watch: {:#?}",
+        api.requests()
+    );
+    // In the watched namespace a missing Service is known to be missing.
+    until_verdict(
+        &server,
+        &endpoints("mysql-svc", "mysql"),
+        (true, &[], &["endpoints-orphaned"]),
+    )
+    .await;
+    // Elsewhere the cache knows nothing and concludes nothing.
+    let mut elsewhere = endpoints("mysql-svc", "mysql");
+    elsewhere["metadata"]["namespace"] = json!("elsewhere");
+    let r = validate(&server, &elsewhere).await;
+    assert_eq!(verdict(&r), (true, vec![], vec![]), "{r:#}");
+}
