@@ -811,12 +811,26 @@ fn manifest_texts() -> Vec<String> {
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 256,
+        // 256 keeps the suite to seconds; `PROPTEST_CASES=5000` runs longer.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256),
         // Shrinking a failure down can take long in debug builds; a found case is printed.
         max_shrink_iters: 2048,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
+}
+
+/// The length of `body` without its trailing whitespace.
+fn json_end(body: &[u8]) -> usize {
+    body.len()
+        - body
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
 }
 
 // ---- the captured reviews, whole and cut ----------------------------------------------------
@@ -832,7 +846,7 @@ fn every_captured_review_is_answered_with_a_well_formed_review_by_both_webhooks(
 #[test]
 fn every_captured_review_cut_short_every_97_bytes_is_refused_with_a_message() {
     for (name, body) in reviews() {
-        for end in (0..body.len()).step_by(97) {
+        for end in (0..json_end(body)).step_by(97) {
             let cut = &body[..end];
             assert!(
                 check_body(cut).is_none(),
@@ -851,7 +865,8 @@ proptest! {
         cut in any::<Index>(),
     ) {
         let (_, body) = &reviews()[index.index(reviews().len())];
-        let end = cut.index(body.len());
+        // Cut inside the JSON, not just its trailing newline.
+        let end = cut.index(json_end(body));
         prop_assert!(check_body(&body[..end]).is_none());
     }
 
@@ -1309,37 +1324,77 @@ proptest! {
 
 /// KNOWN ISSUE (src/mutation.rs `patch_for`): the mutating answer for an object without
 /// `metadata` adds `/metadata/labels` under a parent that does not exist, so the API server
-/// cannot apply the patch. Ignored until src/ is fixed; then drop the `#[ignore]` and
+/// cannot apply the patch. The request fuzzer found it (an Endpoints `{}` under the
+/// required-metadata policy, kept in tests/fixtures/hostile/request/). Ignored until src/
+/// is fixed; then drop the `#[ignore]` and
 /// `oracle::known_issue_patch_on_object_without_metadata`.
 #[test]
 #[ignore = "known issue: src/mutation.rs patch_for assumes /metadata exists (issue 7)"]
 fn a_mutating_answer_for_an_object_without_metadata_is_a_patch_that_applies() {
-    for object in [
-        json!({"apiVersion": "v1", "kind": "Service", "spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": null, "spec": {"clusterIP": "None", "ports": [{"port": 3306}]}}),
-    ] {
-        let body = review_body(json!({
+    let service = |object: Value| {
+        review_body(json!({
             "uid": "no-metadata",
             "kind": {"group": "", "version": "v1", "kind": "Service"},
             "operation": "CREATE",
             "userInfo": {"username": "alice"},
             "object": object,
-        }));
+        }))
+    };
+    let found = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "tests/fixtures/hostile/request/endpoints-without-metadata-under-required-metadata.json",
+    ))
+    .unwrap();
+    for body in [
+        service(json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}})),
+        service(
+            json!({"metadata": null, "spec": {"clusterIP": "None", "ports": [{"port": 3306}]}}),
+        ),
+        found,
+    ] {
         let request = admission::parse(&body).unwrap();
-        let decision = admission::decide(
-            &request,
-            &NoClusterView,
-            &Policy::embedded(),
-            Endpoint::Mutate,
-        );
-        if decision.patch.is_empty() {
-            continue;
+        let object: Value = serde_json::from_str(request.object.as_ref().unwrap().get()).unwrap();
+        for policy in oracle::request_policies() {
+            let decision = admission::decide(&request, &NoClusterView, policy, Endpoint::Mutate);
+            if decision.patch.is_empty() {
+                continue;
+            }
+            let patch: json_patch::Patch =
+                serde_json::from_value(serde_json::to_value(&decision.patch).unwrap()).unwrap();
+            let mut target = object.clone();
+            json_patch::patch(&mut target, &patch).unwrap_or_else(|e| {
+                panic!(
+                    "the patch does not apply to {object} ({e}): {:?}",
+                    decision.patch
+                )
+            });
         }
-        let patch: json_patch::Patch =
-            serde_json::from_value(serde_json::to_value(&decision.patch).unwrap()).unwrap();
-        let mut target = object.clone();
-        json_patch::patch(&mut target, &patch)
-            .unwrap_or_else(|e| panic!("the patch does not apply ({e}): {:?}", decision.patch));
+    }
+}
+
+/// KNOWN ISSUE (src/manifest.rs `error_at`): every error in a document re-parses the whole
+/// document to find the error's line (`LineIndex::build`), so a `kind: List` of n broken
+/// items takes time in n²: 1,000 items (68 KB) took 27 s in a release build, a 1 MiB file
+/// would take hours. Ignored until src/ is fixed (one line index per document); then it
+/// must load 2,000 broken items within the bound below, in a debug build.
+#[test]
+#[ignore = "known issue: src/manifest.rs error_at rebuilds the line index per error (issue 7)"]
+fn a_list_of_two_thousand_broken_items_is_refused_in_seconds_not_hours() {
+    let items: String = (0..2_000)
+        .map(|i| {
+            format!("- apiVersion: v1\n  kind: Service\n  metadata: {{name: s{i}}}\n  spec: {{ports: x}}\n")
+        })
+        .collect();
+    let text = format!("apiVersion: v1\nkind: List\nitems:\n{items}");
+    let (done, finished) = std::sync::mpsc::channel();
+    // In a thread of its own, so a regression fails the test at the bound instead of
+    // holding the suite for hours.
+    std::thread::spawn(move || {
+        let set = check_manifest("list.yaml", text);
+        let _ = done.send(set.errors.len());
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(errors) => assert_eq!(errors, 2_000),
+        Err(_) => panic!("2,000 broken items of a List were not loaded within 20 s"),
     }
 }
 
