@@ -74,6 +74,12 @@ struct Change {
 /// Plans the patch for `object`. Objects in exempt namespaces get none; whether the control
 /// plane wrote it is the caller's to decide (see `admission::decide`).
 pub fn mutate(object: &Object, view: &dyn ClusterView, policy: &Policy) -> Mutation {
+    // The API server names every object before mutating webhooks run; one without a name
+    // came without `metadata`, and `/metadata/...` cannot be patched under a missing parent.
+    let meta = object.metadata();
+    if meta.name.is_none() && meta.generate_name.is_none() {
+        return Mutation::default();
+    }
     let namespace = object.namespace();
     let namespace_labels = view.namespace_labels(namespace);
     if policy

@@ -1322,14 +1322,11 @@ proptest! {
 
 // ---- known issues -------------------------------------------------------------------------
 
-/// KNOWN ISSUE (src/mutation.rs `patch_for`): the mutating answer for an object without
-/// `metadata` adds `/metadata/labels` under a parent that does not exist, so the API server
-/// cannot apply the patch. The request fuzzer found it (an Endpoints `{}` under the
-/// required-metadata policy, kept in tests/fixtures/hostile/request/). Ignored until src/
-/// is fixed; then drop the `#[ignore]` and
-/// `oracle::known_issue_patch_on_object_without_metadata`.
+/// Found by the request fuzzer (an Endpoints `{}` under the required-metadata policy, kept in
+/// tests/fixtures/hostile/request/): the mutating answer for an object without `metadata`
+/// added `/metadata/labels` under a parent that does not exist. Such an object (no name)
+/// now gets no patch.
 #[test]
-#[ignore = "known issue: src/mutation.rs patch_for assumes /metadata exists (issue 7)"]
 fn a_mutating_answer_for_an_object_without_metadata_is_a_patch_that_applies() {
     let service = |object: Value| {
         review_body(json!({

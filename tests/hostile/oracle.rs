@@ -92,31 +92,9 @@ pub fn check_decision(request: &Request, decision: &Decision, endpoint: Endpoint
     let Ok(mut object) = serde_json::from_str::<Value>(raw.get()) else {
         return;
     };
-    let before = object.clone();
     if let Err(e) = json_patch::patch(&mut object, &patch) {
-        if known_issue_patch_on_object_without_metadata(&before) {
-            return;
-        }
         panic!("the patch does not apply to the request's object ({e}): {ops}");
     }
-}
-
-/// KNOWN ISSUE, reported (issue 7): an object without `metadata` (or whose `metadata` is
-/// not a mapping the patch can add to) gets a patch starting with
-/// `add /metadata/labels`, whose parent does not exist, so the API server cannot apply it
-/// (src/mutation.rs `patch_for`). kube-apiserver never sends such an object, so the
-/// answer is tolerated here until the fix lands; the regression test
-/// `a_mutating_answer_for_an_object_without_metadata_is_a_patch_that_applies` in
-/// tests/hostile.rs then proves it, and this function goes. `HOSTILE_STRICT=1` turns the
-/// tolerance off.
-pub fn known_issue_patch_on_object_without_metadata(object: &Value) -> bool {
-    !strict() && !object.get("metadata").is_some_and(Value::is_object)
-}
-
-/// `HOSTILE_STRICT=1` tolerates no known issue: the tests and fuzzers then fail on them.
-fn strict() -> bool {
-    static STRICT: OnceLock<bool> = OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("HOSTILE_STRICT").is_some_and(|v| v == "1"))
 }
 
 /// Checks one answer is a well-formed AdmissionReview for `uid`, and returns it.
