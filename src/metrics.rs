@@ -32,7 +32,7 @@ pub struct FindingLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
-    /// `certificate` or `policy`.
+    /// `certificate`, `policy` or `client-ca`.
     pub what: &'static str,
 }
 
@@ -62,6 +62,8 @@ pub struct Metrics {
     cache_resyncs: Family<WatchLabels, Gauge>,
     cache_event_age: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     confirmations: Family<OutcomeLabels, Counter>,
+    connections_open: Gauge<i64, std::sync::atomic::AtomicI64>,
+    connections_refused: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,8 +167,20 @@ impl Metrics {
             "Cross-object denials checked against the API server: confirmed, overturned, unreachable, stale",
             confirmations.clone(),
         );
+        let connections_open = Gauge::default();
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_open",
+            "Admission (TLS) connections open",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Admission connections closed at once because --max-connections were open",
+            connections_refused.clone(),
+        );
         // Reload series exist from the start, so an alert on failures sees 0, not nothing.
-        for what in ["certificate", "policy"] {
+        for what in ["certificate", "policy", "client-ca"] {
             let _ = reloads.get_or_create(&ReloadLabels { what });
             let _ = reload_failures.get_or_create(&ReloadLabels { what });
         }
@@ -184,6 +198,8 @@ impl Metrics {
             cache_resyncs,
             cache_event_age,
             confirmations,
+            connections_open,
+            connections_refused,
         }
     }
 
@@ -265,6 +281,14 @@ impl Metrics {
                     .set(now.saturating_duration_since(last).as_secs_f64());
             }
         }
+    }
+
+    pub fn connections_open(&self) -> &Gauge<i64, std::sync::atomic::AtomicI64> {
+        &self.connections_open
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     pub fn in_flight(&self) -> &Gauge<i64, std::sync::atomic::AtomicI64> {

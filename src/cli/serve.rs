@@ -23,6 +23,15 @@ pub struct ServeArgs {
     /// Private key of the serving certificate (PEM).
     #[arg(long, default_value = "certs/tls.key", value_name = "FILE")]
     tls_key: PathBuf,
+    /// Serve only clients presenting a certificate signed by a CA in this PEM file (the API
+    /// server presents one when its AdmissionConfiguration names it); reloaded when it
+    /// changes. Without it, any client that reaches the port may call.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Admission connections open at once, at most; more are closed at once (the API server
+    /// keeps a few long-lived HTTP/2 connections per replica).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    max_connections: u32,
     /// Policy file (YAML), reloaded when it changes; the embedded default when absent.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -128,6 +137,8 @@ pub fn run(args: ServeArgs) -> u8 {
         metrics_listen: args.metrics_listen,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        client_ca: args.client_ca,
+        max_connections: args.max_connections as usize,
         policy: args.policy,
         reload_interval: args.reload_interval.max(Duration::from_millis(50)),
         request_timeout: args.request_timeout,

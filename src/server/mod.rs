@@ -5,6 +5,7 @@
 //! policy and cluster view, and its decision goes back. Certificates and policy reload
 //! without a restart ([`reload`]); SIGTERM drains in-flight requests.
 
+pub mod connections;
 pub mod reload;
 pub mod tls;
 
@@ -20,7 +21,7 @@ use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::TokioTimer;
 
@@ -30,7 +31,8 @@ use crate::cluster::client::{self, ConnectError, Credentials};
 use crate::cluster::{ClusterView, LabelsOnly, NoClusterView, watch};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use tls::CertificateFiles;
+use connections::ConnectionLimit;
+use tls::{CertificateFiles, ClientCa};
 
 /// Largest request body accepted. An UPDATE review carries the object twice; the API server
 /// caps objects at about 1.5 MiB.
@@ -39,6 +41,17 @@ pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
 /// Concurrent requests one HTTP/2 connection may carry (the API server multiplexes).
 const H2_MAX_STREAMS: u32 = 250;
 
+/// Largest request head (request line and headers, or an HTTP/2 header list). A review's
+/// headers are a few hundred bytes; the body has its own limit.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Streams an HTTP/2 peer may reset before the server has accepted them (h2's default,
+/// stated here because the rapid-reset defence rests on it).
+const H2_MAX_PENDING_RESETS: usize = 20;
+
+/// Streams the server may reset for a peer's protocol errors on one connection.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 /// Everything `serve` is started with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -46,6 +59,10 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// `--client-ca`: when set, only clients with a certificate it signed are served.
+    pub client_ca: Option<PathBuf>,
+    /// Admission connections open at once, at most; more are closed at accept.
+    pub max_connections: usize,
     /// The embedded default when `None`.
     pub policy: Option<PathBuf>,
     pub reload_interval: Duration,
@@ -449,9 +466,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let certificate =
         CertificateFiles::read(&config.tls_cert, &config.tls_key).map_err(StartError)?;
+    let client_ca = match &config.client_ca {
+        Some(path) => Some(ClientCa::read(path).map_err(StartError)?),
+        None => None,
+    };
     let tls = RustlsConfig::from_config(
         certificate
-            .server_config(&config.tls_cert, &config.tls_key)
+            .server_config(&config.tls_cert, &config.tls_key, client_ca.as_ref())
             .map_err(StartError)?,
     );
 
@@ -470,18 +491,37 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("metrics listener: {e}")))?;
 
     let handle = axum_server::Handle::new();
-    let mut server = axum_server::bind_rustls(config.listen, tls.clone()).handle(handle.clone());
+    // The cap applies before the handshake, so a flood of connections costs no TLS work;
+    // a client that stalls its handshake is dropped after --request-timeout.
+    let acceptor = RustlsAcceptor::new(tls.clone())
+        .handshake_timeout(config.request_timeout)
+        .acceptor(ConnectionLimit::new(
+            config.max_connections,
+            Arc::clone(&state),
+        ));
+    let mut server = axum_server::bind(config.listen)
+        .acceptor(acceptor)
+        .handle(handle.clone());
     // A client that never finishes its headers, or an HTTP/2 peer that stopped answering,
-    // must not hold a connection (and a shutdown) forever.
+    // must not hold a connection (and a shutdown) forever. In hyper >= 1.5 the HTTP/1 header
+    // read timeout also runs while a keep-alive connection waits for its next request, so it
+    // is the idle timeout too.
     let http = server.http_builder();
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.request_timeout);
+        .header_read_timeout(config.request_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
+    // HTTP/2: at most H2_MAX_STREAMS requests at once per connection; a peer resetting
+    // streams faster than they are accepted (the "rapid reset" attack) or making the
+    // server reset them for protocol errors gets a GOAWAY (ENHANCE_YOUR_CALM).
     http.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(Some(H2_MAX_STREAMS));
+        .max_concurrent_streams(Some(H2_MAX_STREAMS))
+        .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_RESETS))
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     let app = admission_router(Arc::clone(&state));
     let mut admission_task =
         tokio::spawn(async move { server.serve(app.into_make_service()).await });
@@ -510,18 +550,24 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             cert: config.tls_cert.clone(),
             key: config.tls_key.clone(),
             policy: config.policy.clone(),
+            client_ca: config.client_ca.clone(),
         },
         config.reload_interval,
         tls,
         Arc::clone(&state),
-        certificate,
-        policy_bytes,
+        reload::Initial {
+            certificate,
+            policy: policy_bytes,
+            client_ca,
+        },
     ));
     tracing::info!(
         %addr,
         metrics_addr = %metrics_addr,
         policy = %config.policy.as_ref().map_or("embedded default".to_owned(), |p| p.display().to_string()),
         cluster = %cluster_note,
+        client_auth = %config.client_ca.as_ref().map_or("none (any client may call)".to_owned(), |p| format!("certificate signed by {}", p.display())),
+        max_connections = config.max_connections,
         "admission webhook listening"
     );
 

@@ -16,12 +16,13 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::policy::Policy;
 use crate::server::State;
-use crate::server::tls::CertificateFiles;
+use crate::server::tls::{CertificateFiles, ClientCa};
 
 pub struct Watched {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub policy: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// One watched thing: the contents last acted on (accepted or refused — a broken file is
@@ -57,6 +58,16 @@ impl<T: PartialEq> Tracked<T> {
 struct Seen {
     certificate: Tracked<CertificateFiles>,
     policy: Tracked<Vec<u8>>,
+    client_ca_pem: Tracked<Vec<u8>>,
+    /// The client CA in use: a changed certificate is served with it.
+    client_ca: Option<ClientCa>,
+}
+
+/// What the reloader starts from: what `serve` loaded at start.
+pub struct Initial {
+    pub certificate: CertificateFiles,
+    pub policy: Option<Vec<u8>>,
+    pub client_ca: Option<ClientCa>,
 }
 
 pub async fn run(
@@ -64,18 +75,20 @@ pub async fn run(
     interval: Duration,
     tls: RustlsConfig,
     state: Arc<State>,
-    initial_certificate: CertificateFiles,
-    initial_policy: Option<Vec<u8>>,
+    initial: Initial,
 ) {
     let mut seen = Seen {
-        certificate: Tracked::new(Some(initial_certificate)),
-        policy: Tracked::new(initial_policy),
+        certificate: Tracked::new(Some(initial.certificate)),
+        policy: Tracked::new(initial.policy),
+        client_ca_pem: Tracked::new(initial.client_ca.as_ref().map(|ca| ca.pem.clone())),
+        client_ca: initial.client_ca,
     };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         check_certificate(&watched, &mut seen, &tls, &state);
+        check_client_ca(&watched, &mut seen, &tls, &state);
         check_policy(&watched, &mut seen, &state);
     }
 }
@@ -88,7 +101,7 @@ fn check_certificate(watched: &Watched, seen: &mut Seen, tls: &RustlsConfig, sta
     let Some(files) = seen.certificate.settle(files) else {
         return;
     };
-    match files.server_config(&watched.cert, &watched.key) {
+    match files.server_config(&watched.cert, &watched.key, seen.client_ca.as_ref()) {
         Ok(config) => {
             tls.reload_from_config(config);
             state.metrics.reloaded("certificate");
@@ -102,6 +115,43 @@ fn check_certificate(watched: &Watched, seen: &mut Seen, tls: &RustlsConfig, sta
             tracing::error!(
                 error = %e,
                 "changed certificate refused; the previous certificate stays in use"
+            );
+        }
+    }
+}
+
+fn check_client_ca(watched: &Watched, seen: &mut Seen, tls: &RustlsConfig, state: &State) {
+    let Some(path) = &watched.client_ca else {
+        return;
+    };
+    let Ok(pem) = std::fs::read(path) else {
+        return;
+    };
+    let Some(pem) = seen.client_ca_pem.settle(pem) else {
+        return;
+    };
+    let built = ClientCa::from_pem(pem.clone(), path).and_then(|ca| {
+        // The certificate in use: the last one accepted.
+        let files = seen
+            .certificate
+            .settled
+            .as_ref()
+            .ok_or_else(|| "no serving certificate loaded".to_owned())?;
+        let config = files.server_config(&watched.cert, &watched.key, Some(&ca))?;
+        Ok((ca, config))
+    });
+    match built {
+        Ok((ca, config)) => {
+            seen.client_ca = Some(ca);
+            tls.reload_from_config(config);
+            state.metrics.reloaded("client-ca");
+            tracing::info!(client_ca = %path.display(), "client CA reloaded; new connections are checked against it");
+        }
+        Err(e) => {
+            state.metrics.reload_failed("client-ca");
+            tracing::error!(
+                error = %e,
+                "changed client CA refused; the previous one stays in use"
             );
         }
     }
