@@ -528,15 +528,40 @@ fn validate(
     settle(decision, findings)
 }
 
+/// Lines of a denial message, and warnings, shown at most: a 10,000-address Endpoints with
+/// a finding per address must not become a megabyte answer that nobody reads. The rest is
+/// counted, and every finding stays in the metrics.
+const MAX_SHOWN: usize = 20;
+
+/// Audit entries kept at most (audit annotations are stored with every event).
+const MAX_AUDITED: usize = 50;
+
+/// `and 3 more (endpoint-metadata-ip ×3)`: what a capped list left out, by rule.
+fn left_out(rest: &[&Finding], what: &str) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for f in rest {
+        match counts.iter_mut().find(|(r, _)| *r == f.rule.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((f.rule.as_str(), 1)),
+        }
+    }
+    let by_rule: Vec<String> = counts.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
+    format!("… and {} more {what} ({})", rest.len(), by_rule.join(", "))
+}
+
 /// Fills in what the answer says from the findings: denial message, warnings, audit, verdict.
 fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
     let denials: Vec<&Finding> = findings
         .iter()
         .filter(|f| f.action == Action::Deny)
         .collect();
-    decision.warnings = findings
+    let warned: Vec<&Finding> = findings
         .iter()
         .filter(|f| f.action == Action::Warn)
+        .collect();
+    decision.warnings = warned
+        .iter()
+        .take(MAX_SHOWN)
         .map(|f| {
             warning_line(&format!(
                 "[{}] {} {}: {}",
@@ -544,12 +569,24 @@ fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
             ))
         })
         .collect();
-    let audited: Vec<String> = findings
+    if warned.len() > MAX_SHOWN {
+        decision
+            .warnings
+            .push(warning_line(&left_out(&warned[MAX_SHOWN..], "warnings")));
+    }
+    let audited: Vec<&Finding> = findings
         .iter()
         .filter(|f| f.action > Action::Info)
+        .collect();
+    let mut audit: Vec<String> = audited
+        .iter()
+        .take(MAX_AUDITED)
         .map(|f| format!("{}={}@{}", f.rule, f.action.as_str(), f.field))
         .collect();
-    decision.audit = (!audited.is_empty()).then(|| audited.join("; "));
+    if audited.len() > MAX_AUDITED {
+        audit.push(format!("+{} more", audited.len() - MAX_AUDITED));
+    }
+    decision.audit = (!audit.is_empty()).then(|| audit.join("; "));
     decision.allowed = true;
     decision.status = None;
     if denials.is_empty() {
@@ -560,7 +597,7 @@ fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
         };
     } else {
         let mut message = String::new();
-        for (i, f) in denials.iter().enumerate() {
+        for (i, f) in denials.iter().take(MAX_SHOWN).enumerate() {
             if i > 0 {
                 message.push('\n');
             }
@@ -569,6 +606,10 @@ fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
                 "[{}] {} {}: {}",
                 f.rule, f.object, f.field, f.message
             );
+        }
+        if denials.len() > MAX_SHOWN {
+            message.push('\n');
+            message.push_str(&left_out(&denials[MAX_SHOWN..], "denials"));
         }
         decision.allowed = false;
         decision.status = Some(Status {
@@ -923,6 +964,47 @@ mod tests {
             "{:?}",
             d.warnings
         );
+    }
+
+    #[test]
+    fn a_denial_with_thousands_of_findings_shows_twenty_lines_and_counts_the_rest() {
+        let addresses: Vec<String> = (0..3000)
+            .map(|i| format!(r#"{{"ip":"169.254.{}.{}"}}"#, i / 250, i % 250 + 1))
+            .collect();
+        let endpoints = MYSQL_EP.replace(
+            r#"[{"ip":"114.32.146.154"}]"#,
+            &format!("[{}]", addresses.join(",")),
+        );
+        let request = parse(&review(ENDPOINTS, "CREATE", &endpoints, None)).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!(
+            d.findings.len(),
+            3000,
+            "every finding is kept for the metrics"
+        );
+        let message = d.status.clone().unwrap().message;
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines.len(), 21, "{message}");
+        assert!(
+            lines[0].starts_with(
+                "[target-disallowed] Endpoints default/mysql-ep subsets[0].addresses[0].ip"
+            ),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(
+            lines[20],
+            "… and 2980 more denials (target-disallowed ×2980)"
+        );
+        let audit = d.audit.clone().unwrap();
+        assert_eq!(audit.split("; ").count(), 51, "{audit}");
+        assert!(audit.ends_with("; +2950 more"), "{audit}");
+        assert!(d.to_json().len() < 16 * 1024, "the answer stays small");
     }
 
     #[test]
