@@ -502,6 +502,9 @@ impl Validator<'_> {
                 if let Some(problem) = qualified_name_problem(&r.key.value) {
                     return Err(self.error(Some(&r.key), format!("{here}.key"), problem));
                 }
+                if let Some(problem) = reserved_prefix_problem(&r.key.value) {
+                    return Err(self.error(Some(&r.key), format!("{here}.key"), problem));
+                }
                 let source = match (&r.value, &r.from_namespace_label) {
                     (Some(v), Some(_)) => {
                         return Err(self.error(
@@ -557,11 +560,32 @@ impl Validator<'_> {
     }
 }
 
+/// Keys under `kubernetes.io/` and `k8s.io/` (and their subdomains) belong to Kubernetes, and
+/// some steer traffic: `kubernetes.io/service-name` decides which Service an EndpointSlice
+/// serves, `endpointslice.kubernetes.io/managed-by` whether a controller owns it. A policy —
+/// even a tampered one — must not make the mutating webhook write them.
+fn reserved_prefix_problem(key: &str) -> Option<String> {
+    let (prefix, _) = key.split_once('/')?;
+    let prefix = prefix.to_ascii_lowercase();
+    ["kubernetes.io", "k8s.io"]
+        .iter()
+        .any(|r| prefix == *r || prefix.ends_with(&format!(".{r}")))
+        .then(|| {
+            format!(
+                "the prefix {prefix:?} is reserved for Kubernetes (kubernetes.io, k8s.io and their subdomains); \
+                 use your own, e.g. example.com/{}",
+                key.split_once('/').map_or("", |(_, n)| n)
+            )
+        })
+}
+
 impl RawPolicy {
     fn validate(self, file: &str) -> Result<Policy, PolicyError> {
         let v = Validator { file };
         let prefix = &self.metadata_prefix;
-        if let Some(problem) = dns_prefix_problem(&prefix.value) {
+        if let Some(problem) = dns_prefix_problem(&prefix.value)
+            .or_else(|| reserved_prefix_problem(&format!("{}/x", prefix.value)))
+        {
             return Err(v.error(Some(prefix), "metadataPrefix".into(), problem));
         }
         let namespaces = self
@@ -764,6 +788,34 @@ mod tests {
         assert!(err.message.contains("10.96.0.0/12"), "{err}");
         let text = err.to_string();
         assert!(text.starts_with("invalid policy p.yaml:3:"), "{text}");
+    }
+
+    #[test]
+    fn kubernetes_reserved_keys_cannot_be_required_nor_used_as_the_prefix() {
+        let err = Policy::from_yaml(
+            "requiredMetadata:\n  labels:\n    - key: kubernetes.io/service-name\n      value: payments\n      overwrite: true\n",
+            "p.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "requiredMetadata.labels[0].key", "{err}");
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.message.contains("reserved for Kubernetes"), "{err}");
+        let err = Policy::from_yaml(
+            "requiredMetadata:\n  annotations:\n    - key: endpointslice.Kubernetes.io/managed-by\n      value: me\n",
+            "p.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "requiredMetadata.annotations[0].key", "{err}");
+        let err = Policy::from_yaml("metadataPrefix: service.k8s.io\n", "p.yaml").unwrap_err();
+        assert_eq!(err.field, "metadataPrefix", "{err}");
+        assert!(
+            Policy::from_yaml(
+                "requiredMetadata:\n  labels:\n    - key: notkubernetes.io/team\n      value: a\n",
+                "p.yaml"
+            )
+            .is_ok(),
+            "only the domain and its subdomains are reserved"
+        );
     }
 
     #[test]
