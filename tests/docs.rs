@@ -104,3 +104,50 @@ fn the_correct_patterns_pass_clean() {
     assert_eq!(rules_fired(&json), Vec::<(String, String)>::new());
     assert_eq!(code, 0);
 }
+
+/// Every `fn` name under `dir`, recursively (tests and unit tests alike).
+fn function_names(dir: &Path, names: &mut std::collections::BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            function_names(&path, names);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for part in text.split("fn ").skip(1) {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                names.insert(name);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_test_the_security_page_cites_as_proof_exists() {
+    let page = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    function_names(&root().join("tests"), &mut names);
+    function_names(&root().join("src"), &mut names);
+    let cited: Vec<&str> = page
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.trim_end_matches("…"))
+        // Metric names are cited too; they are not functions.
+        .filter(|s| !s.starts_with("extsvc_guard_"))
+        .filter(|s| {
+            s.matches('_').count() >= 4
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    assert!(cited.len() >= 10, "{cited:?}");
+    for name in cited {
+        assert!(
+            names.contains(name),
+            "docs/security.md cites a test that does not exist: {name}"
+        );
+    }
+}
