@@ -131,7 +131,8 @@ async fn connections_over_the_cap_are_closed_at_once_counted_and_the_place_freed
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_never_completes_its_handshake_or_stays_idle_is_disconnected() {
-    let server = Server::start(&["--request-timeout", "300ms", "--max-connections", "4"]);
+    // Long enough for a real handshake on a busy CI machine, short enough to wait for.
+    let server = Server::start(&["--request-timeout", "1500ms", "--max-connections", "4"]);
     // A TCP connection that sends nothing: no TLS handshake ever starts.
     let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut buf = [0u8; 64];

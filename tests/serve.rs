@@ -412,7 +412,8 @@ async fn raw_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_does_not_arrive_within_the_request_timeout_gets_408() {
-    let server = Server::start(&["--request-timeout", "300ms"]);
+    // The timeout also bounds the TLS handshake: long enough for one on a busy CI machine.
+    let server = Server::start(&["--request-timeout", "1500ms"]);
     let answer = raw_http1(
         &server,
         "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
@@ -423,7 +424,7 @@ async fn a_body_that_does_not_arrive_within_the_request_timeout_gets_408() {
         "{answer}"
     );
     assert!(
-        answer.ends_with("the request body did not arrive within 300ms\n"),
+        answer.ends_with("the request body did not arrive within 1.5s\n"),
         "{answer}"
     );
 }

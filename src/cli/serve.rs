@@ -101,21 +101,31 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
-fn init_logging(format: LogFormat) {
+/// Log lines are written by a thread of their own, batched into one write when they come
+/// faster than the output takes them: a decision line per request must not cost every
+/// request a `write` to a pipe. Lines are never dropped (a full queue makes callers wait,
+/// as a direct write would). The guard flushes what is queued when `serve` returns.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("extsvc-guard-log")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 pub fn run(args: ServeArgs) -> u8 {
-    init_logging(args.log_format);
+    let _log_flush = init_logging(args.log_format);
     // One crypto provider, installed before any TLS object exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cluster = if args.no_cluster {

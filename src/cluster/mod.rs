@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod fresh;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,242 @@
+//! Fresh reads of a namespace for confirming cross-object denials, shared by the denials
+//! that need one at the same time.
+//!
+//! A denial may only be confirmed by a read that *started after the request arrived*: an
+//! older read may predate the object whose absence the denial rests on. So a request joins
+//! the read that is queued to start next, never the one already running; at most one read
+//! per namespace runs and one waits. Under a burst of denials in one namespace (a `kubectl
+//! apply` of a directory, or a load test) the API server sees about one read per read time
+//! instead of one per request, and every answer still rests on a read newer than its request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::cluster::ManifestView;
+
+/// What one read found: the namespace's objects, or why they could not be read.
+pub type ReadResult = Arc<Result<ManifestView, String>>;
+
+/// Reads a namespace afresh; given the namespace name. Bounded in time by its implementation.
+pub type Reader = Arc<
+    dyn Fn(String) -> futures::future::BoxFuture<'static, Result<ManifestView, String>>
+        + Send
+        + Sync,
+>;
+
+/// One read, started or queued, and the answer its waiters get.
+struct Read {
+    answer: watch::Sender<Option<ReadResult>>,
+}
+
+impl Read {
+    fn new() -> Arc<Read> {
+        Arc::new(Read {
+            answer: watch::Sender::new(None),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    running: Option<Arc<Read>>,
+    queued: Option<Arc<Read>>,
+}
+
+/// Shared namespace reads; cheap to clone.
+#[derive(Clone)]
+pub struct FreshReads {
+    reader: Reader,
+    timeout: Duration,
+    slots: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+impl FreshReads {
+    /// `timeout` bounds each caller's wait: a read queued behind a slow one does not make
+    /// its callers wait for both.
+    pub fn new(reader: Reader, timeout: Duration) -> FreshReads {
+        FreshReads {
+            reader,
+            timeout,
+            slots: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The namespace as read by a read that started after this call.
+    pub async fn read(&self, namespace: &str) -> ReadResult {
+        let read = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            let slot = slots.entry(namespace.to_owned()).or_default();
+            if slot.running.is_none() {
+                let read = Read::new();
+                slot.running = Some(Arc::clone(&read));
+                self.start(namespace.to_owned(), Arc::clone(&read));
+                read
+            } else {
+                Arc::clone(slot.queued.get_or_insert_with(Read::new))
+            }
+        };
+        let mut answer = read.answer.subscribe();
+        let waited = tokio::time::timeout(self.timeout, answer.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(value)) => match value.as_ref() {
+                Some(result) => Arc::clone(result),
+                None => Arc::new(Err("the read ended without an answer".to_owned())),
+            },
+            Ok(Err(_)) => Arc::new(Err("the read ended without an answer".to_owned())),
+            Err(_) => Arc::new(Err(format!(
+                "the API server did not answer within {}ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Runs `read` on its own task, so that it ends (and starts the queued one) even when
+    /// every caller waiting for it has gone.
+    fn start(&self, namespace: String, read: Arc<Read>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = Arc::new((this.reader)(namespace.clone()).await);
+            {
+                let mut slots = this.slots.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(slot) = slots.get_mut(&namespace) {
+                    match slot.queued.take() {
+                        Some(next) => {
+                            slot.running = Some(Arc::clone(&next));
+                            this.start(namespace.clone(), next);
+                        }
+                        None => {
+                            slots.remove(&namespace);
+                        }
+                    }
+                }
+            }
+            read.answer.send_replace(Some(result));
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Semaphore;
+
+    /// A reader whose reads finish only when the test lets them, counting starts; each
+    /// read's answer names its number.
+    fn gated_reader(started: Arc<AtomicUsize>, gate: Arc<Semaphore>) -> Reader {
+        Arc::new(move |_namespace| {
+            let n = started.fetch_add(1, Ordering::SeqCst) + 1;
+            let gate = Arc::clone(&gate);
+            Box::pin(async move {
+                let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
+                Err(format!("read {n}"))
+            })
+        })
+    }
+
+    fn which(result: &ReadResult) -> String {
+        match result.as_ref() {
+            Ok(_) => "a view".to_owned(),
+            Err(e) => e.clone(),
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_arriving_during_a_read_share_the_next_read_not_the_running_one() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let reads = FreshReads::new(
+            gated_reader(Arc::clone(&started), Arc::clone(&gate)),
+            Duration::from_secs(10),
+        );
+        let first = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.read("db").await }
+        });
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        // Ten requests arrive while read 1 runs: read 1 may predate what they rest on.
+        let later: Vec<_> = (0..10)
+            .map(|_| {
+                let reads = reads.clone();
+                tokio::spawn(async move { reads.read("db").await })
+            })
+            .collect();
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 1, "the next read waits");
+        gate.add_permits(1);
+        assert_eq!(which(&first.await.unwrap()), "read 1");
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 2, "one read for all ten");
+        gate.add_permits(1);
+        for handle in later {
+            assert_eq!(which(&handle.await.unwrap()), "read 2");
+        }
+        // Idle again: the next request starts its own read at once.
+        let again = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.read("db").await }
+        });
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 3);
+        gate.add_permits(1);
+        assert_eq!(which(&again.await.unwrap()), "read 3");
+        assert!(
+            reads.slots.lock().unwrap().is_empty(),
+            "no slot left behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn namespaces_are_read_independently() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let reads = FreshReads::new(
+            gated_reader(Arc::clone(&started), Arc::clone(&gate)),
+            Duration::from_secs(10),
+        );
+        let a = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.read("a").await }
+        });
+        let b = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.read("b").await }
+        });
+        settle().await;
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        gate.add_permits(2);
+        assert!(which(&a.await.unwrap()).starts_with("read "));
+        assert!(which(&b.await.unwrap()).starts_with("read "));
+    }
+
+    #[tokio::test]
+    async fn a_caller_stops_waiting_after_the_timeout_and_the_read_still_finishes() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let reads = FreshReads::new(
+            gated_reader(Arc::clone(&started), Arc::clone(&gate)),
+            Duration::from_millis(20),
+        );
+        let result = reads.read("db").await;
+        assert!(which(&result).contains("did not answer within 20ms"));
+        // The abandoned read ends when the API server answers, and frees its slot.
+        gate.add_permits(1);
+        for _ in 0..100 {
+            if reads.slots.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(reads.slots.lock().unwrap().is_empty());
+    }
+}
