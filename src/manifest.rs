@@ -5,6 +5,7 @@
 //! its schema, becomes an [`InputError`] with file, document and line, and the rest is still
 //! loaded. Kinds other than those three (and Namespaces, read for their labels) are skipped.
 
+mod fast_yaml;
 pub mod lines;
 
 use std::io::Read;
@@ -233,13 +234,18 @@ fn parse_source(name: String, text: String) -> ParsedSource {
                 )
             })
         } else {
-            serde_saphyr::from_str::<Value>(doc_text).map_err(|e| {
-                let line = e.location().map_or(0, |l| l.line());
-                (
-                    line,
-                    format!("is not valid YAML: {}", yaml_error_message(&e)),
-                )
-            })
+            // Most manifests are plain block YAML that a simple reader gets right; anything
+            // else takes the full parser (see `fast_yaml`).
+            fast_yaml::parse(doc_text)
+                .map(Ok)
+                .unwrap_or_else(|| serde_saphyr::from_str::<Value>(doc_text))
+                .map_err(|e| {
+                    let line = e.location().map_or(0, |l| l.line());
+                    (
+                        line,
+                        format!("is not valid YAML: {}", yaml_error_message(&e)),
+                    )
+                })
         };
         match parsed {
             Ok(value) => {
