@@ -10,17 +10,33 @@
 //! error message, is serde-saphyr's: a `Some` here is always the value serde-saphyr gives
 //! (a test in this module holds it to that).
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
+
+use crate::finding::field_key;
 
 /// The document as serde-saphyr would read it into a `Value`, or `None` when this reader
 /// cannot be sure of that.
 pub fn parse(text: &str) -> Option<Value> {
+    read(text, None)
+}
+
+/// The 1-based line of every key and sequence item by field path, as
+/// [`super::lines::LineIndex`] records them, or `None` where [`parse`] would give up.
+pub fn line_index(text: &str) -> Option<HashMap<String, u64>> {
+    let mut lines = HashMap::new();
+    read(text, Some(&mut lines))?;
+    Some(lines)
+}
+
+fn read(text: &str, index: Option<&mut HashMap<String, u64>>) -> Option<Value> {
     if text.starts_with('\u{feff}') {
         return None;
     }
     let mut lines = Vec::new();
     let mut first = true;
-    for raw in text.split('\n') {
+    for (number, raw) in (1u64..).zip(text.split('\n')) {
         let line = raw.strip_suffix('\r').unwrap_or(raw).trim_end_matches(' ');
         if line.contains('\t') || line.contains('\r') {
             return None;
@@ -40,39 +56,64 @@ pub fn parse(text: &str) -> Option<Value> {
         lines.push(Line {
             indent: line.len() - text.len(),
             text,
+            number,
         });
     }
     let start = lines.first()?.indent;
-    let mut reader = Reader { lines, pos: 0 };
-    let value = reader.node(start)?;
+    let mut reader = Reader {
+        lines,
+        pos: 0,
+        index,
+    };
+    let value = reader.node(start, "")?;
     (reader.pos == reader.lines.len()).then_some(value)
 }
 
 struct Line<'a> {
     indent: usize,
     text: &'a str,
+    /// 1-based, in the document text.
+    number: u64,
 }
 
-struct Reader<'a> {
+struct Reader<'a, 'i> {
     lines: Vec<Line<'a>>,
     pos: usize,
+    /// Where to record the line of each key and item, when asked to.
+    index: Option<&'i mut HashMap<String, u64>>,
 }
 
-impl<'a> Reader<'a> {
+impl Reader<'_, '_> {
+    /// Records `path` at `line` when indexing; gives the path for the node's children
+    /// (empty when not indexing: nobody reads it).
+    fn record(&mut self, path: String, line: u64) -> String {
+        match self.index.as_deref_mut() {
+            Some(index) => {
+                index.insert(path.clone(), line);
+                path
+            }
+            None => path,
+        }
+    }
+
+    fn indexing(&self) -> bool {
+        self.index.is_some()
+    }
+
     /// The block node whose first line is the current one, at `indent`.
-    fn node(&mut self, indent: usize) -> Option<Value> {
+    fn node(&mut self, indent: usize, path: &str) -> Option<Value> {
         let line = self.lines.get(self.pos)?;
         if line.indent != indent {
             return None;
         }
         if is_item(line.text) {
-            self.sequence(indent)
+            self.sequence(indent, path)
         } else {
-            self.mapping(indent)
+            self.mapping(indent, path)
         }
     }
 
-    fn mapping(&mut self, indent: usize) -> Option<Value> {
+    fn mapping(&mut self, indent: usize, path: &str) -> Option<Value> {
         let mut map = Map::new();
         while let Some(line) = self.lines.get(self.pos) {
             if line.indent < indent {
@@ -82,18 +123,25 @@ impl<'a> Reader<'a> {
                 return None;
             }
             let (key, rest) = split_key(line.text)?;
+            let number = line.number;
+            let child = if self.indexing() {
+                field_key(path, key)
+            } else {
+                String::new()
+            };
+            let child = self.record(child, number);
             self.pos += 1;
             let value = if rest.is_empty() {
                 match self.lines.get(self.pos) {
-                    Some(next) if next.indent > indent => self.node(next.indent)?,
+                    Some(next) if next.indent > indent => self.node(next.indent, &child)?,
                     // A sequence may sit at its key's own indentation.
                     Some(next) if next.indent == indent && is_item(next.text) => {
-                        self.sequence(indent)?
+                        self.sequence(indent, &child)?
                     }
                     _ => Value::Null,
                 }
             } else {
-                self.inline(rest)?
+                self.inline(rest, &child, number)?
             };
             if map.insert(key.to_owned(), value).is_some() {
                 return None;
@@ -102,7 +150,7 @@ impl<'a> Reader<'a> {
         Some(Value::Object(map))
     }
 
-    fn sequence(&mut self, indent: usize) -> Option<Value> {
+    fn sequence(&mut self, indent: usize, path: &str) -> Option<Value> {
         let mut items = Vec::new();
         while let Some(line) = self.lines.get(self.pos) {
             if line.indent < indent || (line.indent == indent && !is_item(line.text)) {
@@ -114,31 +162,44 @@ impl<'a> Reader<'a> {
             let after = &line.text[1..];
             let rest = after.trim_start_matches(' ');
             let column = indent + 1 + (after.len() - rest.len());
+            let number = line.number;
+            let child = if self.indexing() {
+                format!("{path}[{}]", items.len())
+            } else {
+                String::new()
+            };
             if rest.is_empty() {
+                // Where serde-saphyr places such an item is its own business.
+                if self.indexing() {
+                    return None;
+                }
                 self.pos += 1;
                 items.push(match self.lines.get(self.pos) {
-                    Some(next) if next.indent > indent => self.node(next.indent)?,
+                    Some(next) if next.indent > indent => self.node(next.indent, &child)?,
                     _ => Value::Null,
                 });
             } else if is_item(rest) {
                 return None;
             } else if split_key(rest).is_some() {
                 // `- name: a` opens a mapping whose keys line up at `name`.
+                let child = self.record(child, number);
                 self.lines[self.pos] = Line {
                     indent: column,
                     text: rest,
+                    number,
                 };
-                items.push(self.mapping(column)?);
+                items.push(self.mapping(column, &child)?);
             } else {
+                let child = self.record(child, number);
                 self.pos += 1;
-                items.push(self.inline(rest)?);
+                items.push(self.inline(rest, &child, number)?);
             }
         }
         Some(Value::Array(items))
     }
 
     /// A value written on its key's or item's line; nothing may continue it below.
-    fn inline(&self, text: &str) -> Option<Value> {
+    fn inline(&mut self, text: &str, path: &str, number: u64) -> Option<Value> {
         let value = if let Some(inner) = text.strip_prefix('[') {
             let inner = inner.strip_suffix(']')?;
             if inner.trim().is_empty() {
@@ -146,7 +207,13 @@ impl<'a> Reader<'a> {
             } else {
                 let items: Option<Vec<Value>> =
                     inner.split(',').map(|i| scalar(i.trim(), true)).collect();
-                Value::Array(items?)
+                let items = items?;
+                if self.indexing() {
+                    for i in 0..items.len() {
+                        self.record(format!("{path}[{i}]"), number);
+                    }
+                }
+                Value::Array(items)
             }
         } else if text == "{}" {
             Value::Object(Map::new())
@@ -328,6 +395,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn lines_are_indexed_as_serde_saphyr_places_them() {
+        let slice = "---\n# a comment\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s\n  labels:\n    kubernetes.io/service-name: db\n\nendpoints:\n  - addresses: [\"10.1.2.3\", \"10.1.2.4\"]\n    conditions:\n      ready: true\nports:\n- name: mysql\n  port: 3306\n";
+        for doc in [SERVICE, slice] {
+            let fast = line_index(doc).expect("a plain document is indexed");
+            assert_eq!(
+                fast,
+                super::super::lines::saphyr_lines(doc).unwrap(),
+                "{doc}"
+            );
+        }
+    }
+
     mod agreement {
         use super::*;
         use proptest::prelude::*;
@@ -378,6 +458,9 @@ mod tests {
                 let doc: String = lines.concat();
                 if let Some(fast) = parse(&doc) {
                     prop_assert_eq!(Some(fast), saphyr(&doc), "{}", doc);
+                }
+                if let Some(fast) = line_index(&doc) {
+                    prop_assert_eq!(Some(fast), super::super::super::lines::saphyr_lines(&doc), "{}", doc);
                 }
             }
         }

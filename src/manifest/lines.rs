@@ -27,10 +27,8 @@ impl LineIndex {
     pub fn build(text: &str) -> Option<LineIndex> {
         #[cfg(test)]
         BUILDS.with(|n| n.set(n.get() + 1));
-        let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
-        let mut index = LineIndex::default();
-        index.walk(&root.value, String::new());
-        Some(index)
+        let lines = super::fast_yaml::line_index(text).or_else(|| saphyr_lines(text))?;
+        Some(LineIndex { lines })
     }
 
     fn walk(&mut self, node: &Node, path: String) {
@@ -64,6 +62,15 @@ impl LineIndex {
             path = parent(path)?;
         }
     }
+}
+
+/// The index as serde-saphyr places every key and item: for what the plain reader of
+/// `fast_yaml` leaves alone.
+pub(super) fn saphyr_lines(text: &str) -> Option<HashMap<String, u64>> {
+    let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
+    let mut index = LineIndex::default();
+    index.walk(&root.value, String::new());
+    Some(index.lines)
 }
 
 /// `a.b[0]` → `a.b`; `a.b` → `a`; `a["x.y"]` → `a`; `a` → none.
