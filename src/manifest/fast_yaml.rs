@@ -64,6 +64,7 @@ fn read(text: &str, index: Option<&mut HashMap<String, u64>>) -> Option<Value> {
         lines,
         pos: 0,
         index,
+        depth: 0,
     };
     let value = reader.node(start, "")?;
     (reader.pos == reader.lines.len()).then_some(value)
@@ -81,7 +82,13 @@ struct Reader<'a, 'i> {
     pos: usize,
     /// Where to record the line of each key and item, when asked to.
     index: Option<&'i mut HashMap<String, u64>>,
+    /// Mappings and sequences open around the current line.
+    depth: usize,
 }
+
+/// Deeper nesting than any manifest needs is left to serde-saphyr, which has its own limits
+/// (and this reader recurses).
+const MAX_DEPTH: usize = 48;
 
 impl Reader<'_, '_> {
     /// Records `path` at `line` when indexing; gives the path for the node's children
@@ -94,6 +101,11 @@ impl Reader<'_, '_> {
             }
             None => path,
         }
+    }
+
+    /// One level deeper, unless that is too deep.
+    fn enter(&mut self) -> Option<()> {
+        (self.depth < MAX_DEPTH).then(|| self.depth += 1)
     }
 
     fn indexing(&self) -> bool {
@@ -114,6 +126,7 @@ impl Reader<'_, '_> {
     }
 
     fn mapping(&mut self, indent: usize, path: &str) -> Option<Value> {
+        self.enter()?;
         let mut map = Map::new();
         while let Some(line) = self.lines.get(self.pos) {
             if line.indent < indent {
@@ -147,10 +160,12 @@ impl Reader<'_, '_> {
                 return None;
             }
         }
+        self.depth -= 1;
         Some(Value::Object(map))
     }
 
     fn sequence(&mut self, indent: usize, path: &str) -> Option<Value> {
+        self.enter()?;
         let mut items = Vec::new();
         while let Some(line) = self.lines.get(self.pos) {
             if line.indent < indent || (line.indent == indent && !is_item(line.text)) {
@@ -195,6 +210,7 @@ impl Reader<'_, '_> {
                 items.push(self.inline(rest, &child, number)?);
             }
         }
+        self.depth -= 1;
         Some(Value::Array(items))
     }
 
@@ -406,6 +422,16 @@ mod tests {
                 "{doc}"
             );
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_left_to_serde_saphyr() {
+        let deep: String = (0..2_000)
+            .map(|i| format!("{}- \n", " ".repeat(i)))
+            .collect();
+        assert_eq!(parse(&deep), None);
+        let shallow: String = (0..10).map(|i| format!("{}- \n", " ".repeat(i))).collect();
+        agrees(&shallow);
     }
 
     mod agreement {
