@@ -270,12 +270,18 @@ fn split_key(text: &str) -> Option<(&str, &str)> {
 fn scalar(text: &str, in_flow: bool) -> Option<Value> {
     if let Some(inner) = text.strip_prefix('"') {
         let inner = inner.strip_suffix('"')?;
-        let plain = !inner.contains(['"', '\\']) && !(in_flow && inner.contains(','));
+        let special: &[char] = if in_flow {
+            &['"', '\\', ',']
+        } else {
+            &['"', '\\']
+        };
+        let plain = !inner.contains(special);
         return plain.then(|| Value::String(inner.to_owned()));
     }
     if let Some(inner) = text.strip_prefix('\'') {
         let inner = inner.strip_suffix('\'')?;
-        let plain = !inner.contains('\'') && !(in_flow && inner.contains(','));
+        let special: &[char] = if in_flow { &['\'', ','] } else { &['\''] };
+        let plain = !inner.contains(special);
         return plain.then(|| Value::String(inner.to_owned()));
     }
     match text {
