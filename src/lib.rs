@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod mutation;
 pub mod object;
+pub mod parallel;
 pub mod policy;
 pub mod report;
 pub mod rules;

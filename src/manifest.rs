@@ -5,6 +5,7 @@
 //! its schema, becomes an [`InputError`] with file, document and line, and the rest is still
 //! loaded. Kinds other than those three (and Namespaces, read for their labels) are skipped.
 
+mod fast_yaml;
 pub mod lines;
 
 use std::io::Read;
@@ -43,7 +44,8 @@ pub struct DocumentSpan {
 /// An object read from a manifest, with where it came from.
 #[derive(Debug, Clone)]
 pub struct LoadedObject {
-    pub object: Object,
+    /// Boxed: the three kinds differ much in size, and the set holds many.
+    pub object: Box<Object>,
     pub span: DocumentSpan,
     /// `items[3]` for an item of a `kind: List`, empty otherwise.
     pub path_prefix: String,
@@ -70,50 +72,45 @@ pub struct ManifestSet {
 }
 
 impl ManifestSet {
-    /// Reads every path (`-` is stdin) into one set.
+    /// Reads every path (`-` is stdin) into one set. Files are read and parsed in parallel;
+    /// the set is the same as reading them one after another.
     pub fn load(paths: &[PathBuf]) -> ManifestSet {
-        let mut set = ManifestSet::default();
+        let mut inputs = Vec::new();
         for path in paths {
             if path.as_os_str() == "-" {
                 let mut text = String::new();
-                match std::io::stdin().read_to_string(&mut text) {
-                    Ok(_) => set.add_source("<stdin>".to_owned(), text),
-                    Err(e) => set.errors.push(InputError {
+                inputs.push(match std::io::stdin().read_to_string(&mut text) {
+                    Ok(_) => Input::Text("<stdin>".to_owned(), text),
+                    Err(e) => Input::Failed(InputError {
                         file: "<stdin>".to_owned(),
                         document: 0,
                         line: 0,
                         message: format!("cannot read standard input: {e}"),
                     }),
-                }
+                });
                 continue;
             }
             let mut files = Vec::new();
             if let Err(e) = collect_files(path, true, &mut files) {
-                set.errors.push(InputError {
+                inputs.push(Input::Failed(InputError {
                     file: path.display().to_string(),
                     document: 0,
                     line: 0,
                     message: e,
-                });
+                }));
             }
-            for file in files {
-                match std::fs::read(&file) {
-                    Ok(bytes) => match String::from_utf8(bytes) {
-                        Ok(text) => set.add_source(file.display().to_string(), text),
-                        Err(_) => set.errors.push(InputError {
-                            file: file.display().to_string(),
-                            document: 0,
-                            line: 0,
-                            message: "is not UTF-8 text".to_owned(),
-                        }),
-                    },
-                    Err(e) => set.errors.push(InputError {
-                        file: file.display().to_string(),
-                        document: 0,
-                        line: 0,
-                        message: format!("cannot read it: {e}"),
-                    }),
-                }
+            inputs.extend(files.into_iter().map(Input::File));
+        }
+        let read = crate::parallel::map(&inputs, |input| match input {
+            Input::Failed(e) => Err(e.clone()),
+            Input::Text(name, text) => Ok(parse_source(name.clone(), text.clone())),
+            Input::File(file) => read_file(file).map(|(name, text)| parse_source(name, text)),
+        });
+        let mut set = ManifestSet::default();
+        for result in read {
+            match result {
+                Ok(parsed) => set.add_parsed(parsed),
+                Err(e) => set.errors.push(e),
             }
         }
         set
@@ -121,63 +118,183 @@ impl ManifestSet {
 
     /// Parses one input's text and adds what it holds.
     pub fn add_source(&mut self, name: String, text: String) {
+        self.add_parsed(parse_source(name, text));
+    }
+
+    fn add_parsed(&mut self, parsed: ParsedSource) {
         let source = self.sources.len();
-        // JSON is YAML too: only `.json` files take the (faster, stricter) JSON parser, so
-        // flow-style YAML on stdin (`{kind: Service, …}`) is still read.
-        let is_json = name.ends_with(".json");
-        let chunks = if is_json {
-            vec![Chunk {
-                start: 0,
-                end: text.len(),
-                first_line: 1,
-            }]
-        } else {
-            split_documents(&text)
+        self.objects.extend(parsed.objects.into_iter().map(|mut o| {
+            o.span.source = source;
+            o
+        }));
+        self.namespaces.extend(parsed.namespaces);
+        self.errors.extend(parsed.errors);
+        self.sources.push(parsed.source);
+    }
+
+    /// A view of the set for the cross-object rules.
+    pub fn view(&self) -> ManifestView {
+        let mut view = ManifestView::new();
+        for o in &self.objects {
+            view.insert(&o.object);
+        }
+        for ns in &self.namespaces {
+            view.insert_namespace(ns);
+        }
+        view
+    }
+
+    /// Builds line lookups for the documents that need them, once each.
+    pub fn locator(&self) -> Locator<'_> {
+        Locator {
+            set: self,
+            cache: std::collections::HashMap::new(),
+        }
+    }
+}
+
+/// One named input, before it is read.
+enum Input {
+    File(PathBuf),
+    Text(String, String),
+    Failed(InputError),
+}
+
+fn read_file(file: &Path) -> Result<(String, String), InputError> {
+    let name = file.display().to_string();
+    match std::fs::read(file) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Ok((name, text)),
+            Err(_) => Err(InputError {
+                file: name,
+                document: 0,
+                line: 0,
+                message: "is not UTF-8 text".to_owned(),
+            }),
+        },
+        Err(e) => Err(InputError {
+            file: name,
+            document: 0,
+            line: 0,
+            message: format!("cannot read it: {e}"),
+        }),
+    }
+}
+
+/// What one source holds, read on its own (sources are read in parallel). Its objects'
+/// spans say source 0 until the set gives the source its place.
+struct ParsedSource {
+    source: Source,
+    objects: Vec<LoadedObject>,
+    namespaces: Vec<Namespace>,
+    errors: Vec<InputError>,
+}
+
+fn parse_source(name: String, text: String) -> ParsedSource {
+    let mut out = ParsedSource {
+        source: Source {
+            name: String::new(),
+            text: String::new(),
+        },
+        objects: Vec::new(),
+        namespaces: Vec::new(),
+        errors: Vec::new(),
+    };
+    // JSON is YAML too: only `.json` files take the (faster, stricter) JSON parser, so
+    // flow-style YAML on stdin (`{kind: Service, …}`) is still read.
+    let is_json = name.ends_with(".json");
+    let chunks = if is_json {
+        vec![Chunk {
+            start: 0,
+            end: text.len(),
+            first_line: 1,
+        }]
+    } else {
+        split_documents(&text)
+    };
+    let mut document = 0;
+    for chunk in chunks {
+        let doc_text = &text[chunk.start..chunk.end];
+        if !is_json && is_empty_document(doc_text) {
+            continue;
+        }
+        document += 1;
+        let span = DocumentSpan {
+            source: 0,
+            document,
+            start: chunk.start,
+            end: chunk.end,
+            first_line: chunk.first_line,
         };
-        let mut document = 0;
-        for chunk in chunks {
-            let doc_text = &text[chunk.start..chunk.end];
-            if !is_json && is_empty_document(doc_text) {
-                continue;
-            }
-            document += 1;
-            let span = DocumentSpan {
-                source,
-                document,
-                start: chunk.start,
-                end: chunk.end,
-                first_line: chunk.first_line,
-            };
-            let parsed = if is_json {
-                serde_json::from_str::<Value>(doc_text).map_err(|e| {
-                    (
-                        u64::try_from(e.line()).unwrap_or(0),
-                        format!("is not valid JSON: {e}"),
-                    )
-                })
-            } else {
-                serde_saphyr::from_str::<Value>(doc_text).map_err(|e| {
+        let parsed = if is_json {
+            serde_json::from_str::<Value>(doc_text).map_err(|e| {
+                (
+                    u64::try_from(e.line()).unwrap_or(0),
+                    format!("is not valid JSON: {e}"),
+                )
+            })
+        } else {
+            // Most manifests are plain block YAML that a simple reader gets right; anything
+            // else takes the full parser (see `fast_yaml`).
+            fast_yaml::parse(doc_text)
+                .map(Ok)
+                .unwrap_or_else(|| serde_saphyr::from_str::<Value>(doc_text))
+                .map_err(|e| {
                     let line = e.location().map_or(0, |l| l.line());
                     (
                         line,
                         format!("is not valid YAML: {}", yaml_error_message(&e)),
                     )
                 })
-            };
-            match parsed {
-                Ok(value) => self.add_document(&name, &span, doc_text, value),
-                Err((line, message)) => self.errors.push(InputError {
-                    file: name.clone(),
-                    document,
-                    line: absolute_line(&span, line),
-                    message: format!("document {document} {message}"),
-                }),
+        };
+        match parsed {
+            Ok(value) => {
+                let mut doc = Document {
+                    file: &name,
+                    span: &span,
+                    text: doc_text,
+                    lines: None,
+                };
+                out.add_document(&mut doc, value);
             }
+            Err((line, message)) => out.errors.push(InputError {
+                file: name.clone(),
+                document,
+                line: absolute_line(&span, line),
+                message: format!("document {document} {message}"),
+            }),
         }
-        self.sources.push(Source { name, text });
     }
+    out.source = Source { name, text };
+    out
+}
 
-    fn add_document(&mut self, file: &str, span: &DocumentSpan, doc_text: &str, value: Value) {
+/// A document being read, with its line index once an error needs it: built at most once
+/// per document, however many of its items are at fault (a `kind: List` of a thousand
+/// broken items used to index its text a thousand times).
+struct Document<'a> {
+    file: &'a str,
+    span: &'a DocumentSpan,
+    text: &'a str,
+    lines: Option<Option<LineIndex>>,
+}
+
+impl Document<'_> {
+    /// The absolute line of `field`, or of the document's first line when unknown.
+    fn line_of(&mut self, field: &str) -> u64 {
+        let text = self.text;
+        let line = self
+            .lines
+            .get_or_insert_with(|| LineIndex::build(text))
+            .as_ref()
+            .and_then(|index| index.line_of(field))
+            .unwrap_or(1);
+        absolute_line(self.span, line)
+    }
+}
+
+impl ParsedSource {
+    fn add_document(&mut self, doc: &mut Document<'_>, value: Value) {
         if value.is_null() {
             return;
         }
@@ -189,36 +306,25 @@ impl ManifestSet {
         if is_list {
             let Some(items) = value.get("items").and_then(Value::as_array) else {
                 self.error_at(
-                    file,
-                    span,
-                    doc_text,
+                    doc,
                     "items",
                     "items of a List must be a sequence of objects".into(),
                 );
                 return;
             };
             for (i, item) in items.iter().enumerate() {
-                self.add_object(file, span, doc_text, item, format!("items[{i}]"));
+                self.add_object(doc, item, format!("items[{i}]"));
             }
         } else {
-            self.add_object(file, span, doc_text, &value, String::new());
+            self.add_object(doc, &value, String::new());
         }
     }
 
-    fn add_object(
-        &mut self,
-        file: &str,
-        span: &DocumentSpan,
-        doc_text: &str,
-        value: &Value,
-        prefix: String,
-    ) {
+    fn add_object(&mut self, doc: &mut Document<'_>, value: &Value, prefix: String) {
         let at = |field: &str| join_path(&prefix, field);
         if !value.is_object() {
             self.error_at(
-                file,
-                span,
-                doc_text,
+                doc,
                 &prefix,
                 "is not a Kubernetes object: expected a mapping with apiVersion and kind".into(),
             );
@@ -230,9 +336,7 @@ impl ManifestSet {
             .unwrap_or_default();
         let Some(kind) = value.get("kind").and_then(Value::as_str) else {
             self.error_at(
-                file,
-                span,
-                doc_text,
+                doc,
                 &prefix,
                 "has no kind: every Kubernetes object needs apiVersion and kind".into(),
             );
@@ -255,7 +359,7 @@ impl ManifestSet {
             ("Namespace", "v1") => {
                 match typed::<Namespace>(value) {
                     Ok(ns) => self.namespaces.push(ns),
-                    Err((field, message)) => self.error_at(file, span, doc_text, &at(&field), message),
+                    Err((field, message)) => self.error_at(doc, &at(&field), message),
                 }
                 return;
             }
@@ -263,8 +367,8 @@ impl ManifestSet {
         };
         match object {
             Ok(object) => self.objects.push(LoadedObject {
-                object,
-                span: span.clone(),
+                object: Box::new(object),
+                span: doc.span.clone(),
                 path_prefix: prefix,
             }),
             Err((field, message)) => {
@@ -273,48 +377,19 @@ impl ManifestSet {
                 } else {
                     format!("{kind} field {}: {message}", at(&field))
                 };
-                self.error_at(file, span, doc_text, &at(&field), message)
+                self.error_at(doc, &at(&field), message)
             }
         }
     }
 
-    fn error_at(
-        &mut self,
-        file: &str,
-        span: &DocumentSpan,
-        doc_text: &str,
-        field: &str,
-        message: String,
-    ) {
-        let line = LineIndex::build(doc_text)
-            .and_then(|index| index.line_of(field))
-            .unwrap_or(1);
+    fn error_at(&mut self, doc: &mut Document<'_>, field: &str, message: String) {
+        let line = doc.line_of(field);
         self.errors.push(InputError {
-            file: file.to_owned(),
-            document: span.document,
-            line: absolute_line(span, line),
-            message: format!("document {}: {message}", span.document),
+            file: doc.file.to_owned(),
+            document: doc.span.document,
+            line,
+            message: format!("document {}: {message}", doc.span.document),
         });
-    }
-
-    /// A view of the set for the cross-object rules.
-    pub fn view(&self) -> ManifestView {
-        let mut view = ManifestView::new();
-        for o in &self.objects {
-            view.insert(&o.object);
-        }
-        for ns in &self.namespaces {
-            view.insert_namespace(ns);
-        }
-        view
-    }
-
-    /// Builds line lookups for the documents that need them, once each.
-    pub fn locator(&self) -> Locator<'_> {
-        Locator {
-            set: self,
-            cache: std::collections::HashMap::new(),
-        }
     }
 }
 
@@ -358,6 +433,10 @@ fn absolute_line(span: &DocumentSpan, line_in_document: u64) -> u64 {
 
 /// Deserialises a typed object; on failure, the path of the field at fault and why.
 fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, (String, String)> {
+    // Tracking the path costs a fifth of the conversion: do it only for what fails.
+    if let Ok(object) = T::deserialize(value) {
+        return Ok(object);
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -532,6 +611,33 @@ mod tests {
         let set = load("m.yaml", "apiVersion: v1\nmetadata: {name: a}\n");
         assert_eq!(set.errors.len(), 1);
         assert!(set.errors[0].message.contains("has no kind"));
+    }
+
+    #[test]
+    fn a_list_of_a_thousand_broken_items_is_indexed_once_and_every_error_has_its_line() {
+        let mut text = String::from("apiVersion: v1\nkind: List\nitems:\n");
+        for i in 0..1000 {
+            text.push_str(&format!(
+                "  - apiVersion: v1\n    kind: Service\n    metadata:\n      name: s{i}\n    spec:\n      ports:\n        - port: \"eighty\"\n"
+            ));
+        }
+        let before = lines::BUILDS.with(std::cell::Cell::get);
+        let set = load("l.yaml", &text);
+        let builds = lines::BUILDS.with(std::cell::Cell::get) - before;
+        assert_eq!(set.errors.len(), 1000);
+        for (i, e) in set.errors.iter().enumerate() {
+            // Item i starts on line 4 + 7i; its `port` is the item's seventh line.
+            assert_eq!(e.line, 10 + 7 * i as u64, "{e:?}");
+            assert!(
+                e.message
+                    .contains(&format!("items[{i}].spec.ports[0].port")),
+                "{e:?}"
+            );
+        }
+        assert_eq!(
+            builds, 1,
+            "the document's line index is built once, not per error"
+        );
     }
 
     #[test]

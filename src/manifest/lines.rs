@@ -9,6 +9,12 @@ use serde_saphyr::Spanned;
 
 use crate::finding::field_key;
 
+#[cfg(test)]
+thread_local! {
+    /// How many indexes this thread has built: lets tests count work instead of timing it.
+    pub static BUILDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Field path → 1-based line within the document text it was built from.
 #[derive(Debug, Default)]
 pub struct LineIndex {
@@ -19,10 +25,10 @@ impl LineIndex {
     /// Indexes a document; `None` when it does not parse as YAML (its errors are reported
     /// elsewhere).
     pub fn build(text: &str) -> Option<LineIndex> {
-        let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
-        let mut index = LineIndex::default();
-        index.walk(&root.value, String::new());
-        Some(index)
+        #[cfg(test)]
+        BUILDS.with(|n| n.set(n.get() + 1));
+        let lines = super::fast_yaml::line_index(text).or_else(|| saphyr_lines(text))?;
+        Some(LineIndex { lines })
     }
 
     fn walk(&mut self, node: &Node, path: String) {
@@ -56,6 +62,15 @@ impl LineIndex {
             path = parent(path)?;
         }
     }
+}
+
+/// The index as serde-saphyr places every key and item: for what the plain reader of
+/// `fast_yaml` leaves alone.
+pub(super) fn saphyr_lines(text: &str) -> Option<HashMap<String, u64>> {
+    let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
+    let mut index = LineIndex::default();
+    index.walk(&root.value, String::new());
+    Some(index.lines)
 }
 
 /// `a.b[0]` → `a.b`; `a.b` → `a`; `a["x.y"]` → `a`; `a` → none.
