@@ -68,7 +68,8 @@ start_fake() {
   "$fake_bin" --services "$n" --namespaces "$m" --endpoints "$mode" --port "$fake_port" \
     --dir "$out/fake" "$@" >"$out/fake.out" 2>"$out/fake.err" &
   fake_pid=$!; pids+=("$fake_pid")
-  for _ in $(seq 1200); do
+  local deadline=$((SECONDS + 900))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     grep -q "fake-cluster ready" "$out/fake.out" 2>/dev/null && return 0
     kill -0 "$fake_pid" 2>/dev/null || { cat "$out/fake.err" >&2; exit 1; }
     sleep 0.25
@@ -86,7 +87,8 @@ start_serve() {
   RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics" \
     --tls-cert "$out/certs/tls.crt" --tls-key "$out/certs/tls.key" "$@" >>"$out/serve.log" 2>&1 &
   serve_pid=$!; pids+=("$serve_pid")
-  for _ in $(seq 60000); do
+  local deadline=$((SECONDS + 900))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     if curl -sf -o /dev/null "http://127.0.0.1:$metrics/readyz"; then
       t1=$(date +%s%N); ready_ms=$(( (t1 - t0) / 1000000 )); return 0
     fi
@@ -135,9 +137,9 @@ if wants 2; then
     echo "| case | verdict | median | interval |"
     echo "|---|---|---:|---|"
     awk '/^[^ ].*: [a-z]+ \([0-9]+ bytes in/{split($0, a, ": "); v[a[1]]=a[2]; sub(/ .*/, "", v[a[1]])}
-         /^review\//{name=$1; sub(/^review\//, "", name)}
-         /time:/{gsub(/[\[\]]/, ""); print "| " name " | " v[name] " | " $3 " " $4 " | " $1 " " $2 " – " $5 " " $6 " |"}' \
-      "$out/engine.txt" | sed 's/time: //'
+         /^review\//{name=$1; sub(/^review\//, "", name); fresh=1}
+         /time:/ && fresh {gsub(/[][]/, ""); fresh=0; print "| " name " | " v[name] " | " $4 " " $5 " | " $2 " " $3 " – " $6 " " $7 " |"}' \
+      "$out/engine.txt"
     echo
     echo "Allocations (stats_alloc, mean of 1000 reviews):"
     echo
