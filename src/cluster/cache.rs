@@ -929,6 +929,48 @@ mod tests {
     }
 
     #[test]
+    fn what_is_stored_compactly_reads_back_exactly_as_given() {
+        let given = entries(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\n\
+             spec: {clusterIP: None, ports: [{name: sql, port: 3306, targetPort: mysql}, {port: 53, protocol: UDP, targetPort: 5353}]}\n\
+             ---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: db, namespace: shop}\n\
+             subsets: [{addresses: [{ip: 10.0.0.1}, {ip: '2001:DB8::1'}, {ip: '2001:db8::2'}], ports: [{name: sql, port: 3307}]}]\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {name: db-1, namespace: shop, labels: {kubernetes.io/service-name: db, endpointslice.kubernetes.io/managed-by: me}}\n\
+             addressType: IPv6\nendpoints: [{addresses: ['2001:0db8::3', 'fd00::4']}]\nports: [{name: sql, port: 3307, protocol: TCP}]\n",
+        );
+        let cache = ClusterCache::new();
+        for entry in &given {
+            cache.apply(&id(entry.kind()), entry.clone(), Instant::now());
+        }
+        let other = ClusterCache::new();
+        for kind in [
+            WatchedKind::Services,
+            WatchedKind::Endpoints,
+            WatchedKind::EndpointSlices,
+        ] {
+            let mut listing = Listing::new();
+            listing.extend(given.iter().filter(|e| e.kind() == kind).cloned());
+            assert_eq!(listing.len(), 1);
+            other.replace_listed(&id(kind), listing, Instant::now());
+        }
+        let [
+            Entry::Service(service),
+            Entry::Endpoints(endpoints),
+            Entry::Slice(slice),
+        ] = &given[..]
+        else {
+            panic!("three objects: {given:?}");
+        };
+        for view in [&cache, &other] {
+            assert_eq!(view.service("shop", "db").as_ref(), Some(service));
+            assert_eq!(view.endpoints("shop", "db").as_ref(), Some(endpoints));
+            assert_eq!(view.slices_for("shop", "db"), vec![slice.clone()]);
+            assert_eq!(view.slices_in("shop"), vec![slice.clone()]);
+        }
+    }
+
+    #[test]
     fn a_scoped_cache_sees_only_its_namespaces() {
         let cache = ClusterCache::scoped(&["shop".to_owned()]);
         assert!(cache.sees_cluster("shop"));
