@@ -5,11 +5,18 @@
 //! Pure data: no I/O and no clock of its own (the watchers pass the time in), so it is
 //! tested like the engine.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{ClusterView, EndpointsInfo, NAMESPACE_NAME_LABEL, ServiceInfo, SliceInfo};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::cluster::{
+    ClusterView, EndpointPort, EndpointsInfo, NAMESPACE_NAME_LABEL, ServiceInfo, ServicePortInfo,
+    SliceInfo,
+};
+use crate::object::ServiceShape;
 
 /// The four kinds the cache watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,46 +120,321 @@ pub struct WatchState {
     outage_since: Option<Instant>,
 }
 
+/// A string many objects share (a protocol, a port name, a managed-by value): kept once.
+#[derive(Debug, Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(s) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// Forgets the strings no object uses any more.
+    fn prune(&mut self) {
+        self.0.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
+/// An endpoint address: an IP literal in 17 bytes when it reads back exactly as written.
+#[derive(Debug, Clone)]
+enum Address {
+    Ip(IpAddr),
+    Text(Box<str>),
+}
+
+impl Address {
+    fn new(text: String) -> Address {
+        match text.parse::<IpAddr>() {
+            Ok(ip) if ip.to_string() == text => Address::Ip(ip),
+            _ => Address::Text(text.into_boxed_str()),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Address::Ip(ip) => ip.to_string(),
+            Address::Text(t) => t.to_string(),
+        }
+    }
+}
+
+fn addresses(list: Vec<String>) -> Box<[Address]> {
+    list.into_iter().map(Address::new).collect()
+}
+
+fn address_texts(list: &[Address]) -> Vec<String> {
+    list.iter().map(Address::text).collect()
+}
+
+#[derive(Debug, Clone)]
+struct Port {
+    name: Arc<str>,
+    protocol: Arc<str>,
+    port: i32,
+}
+
+fn ports(list: Vec<EndpointPort>, strings: &mut Interner) -> Box<[Port]> {
+    list.into_iter()
+        .map(|p| Port {
+            name: strings.get(&p.name),
+            protocol: strings.get(&p.protocol),
+            port: p.port,
+        })
+        .collect()
+}
+
+fn endpoint_ports(list: &[Port]) -> Vec<EndpointPort> {
+    list.iter()
+        .map(|p| EndpointPort {
+            name: p.name.to_string(),
+            protocol: p.protocol.to_string(),
+            port: p.port,
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+struct ServicePort {
+    name: Arc<str>,
+    protocol: Arc<str>,
+    port: i32,
+    target_port: Option<IntOrString>,
+}
+
+/// The projections as stored: namespace and name are the keys of the maps holding them,
+/// strings that repeat across objects are shared, lists are boxed slices, IP addresses are
+/// bytes. About a third of the public projections' size; converted back on every read.
+#[derive(Debug, Clone)]
+struct StoredService {
+    shape: ServiceShape,
+    ports: Box<[ServicePort]>,
+}
+
+impl StoredService {
+    fn new(info: ServiceInfo, strings: &mut Interner) -> StoredService {
+        StoredService {
+            shape: info.shape,
+            ports: info
+                .ports
+                .into_iter()
+                .map(|p| ServicePort {
+                    name: strings.get(&p.name),
+                    protocol: strings.get(&p.protocol),
+                    port: p.port,
+                    target_port: p.target_port,
+                })
+                .collect(),
+        }
+    }
+
+    fn info(&self, namespace: &str, name: &str) -> ServiceInfo {
+        ServiceInfo {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            shape: self.shape,
+            ports: self
+                .ports
+                .iter()
+                .map(|p| ServicePortInfo {
+                    name: p.name.to_string(),
+                    protocol: p.protocol.to_string(),
+                    port: p.port,
+                    target_port: p.target_port.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct StoredEndpoints {
+    ports: Box<[Port]>,
+    addresses: Box<[Address]>,
+    control_plane: bool,
+}
+
+impl StoredEndpoints {
+    fn new(info: EndpointsInfo, strings: &mut Interner) -> StoredEndpoints {
+        StoredEndpoints {
+            ports: ports(info.ports, strings),
+            addresses: addresses(info.addresses),
+            control_plane: info.control_plane,
+        }
+    }
+
+    fn info(&self, namespace: &str, name: &str) -> EndpointsInfo {
+        EndpointsInfo {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            ports: endpoint_ports(&self.ports),
+            addresses: address_texts(&self.addresses),
+            control_plane: self.control_plane,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct StoredSlice {
+    service_name: Option<Box<str>>,
+    managed_by: Option<Arc<str>>,
+    ports: Box<[Port]>,
+    addresses: Box<[Address]>,
+    control_plane: bool,
+}
+
+impl StoredSlice {
+    fn new(info: SliceInfo, strings: &mut Interner) -> StoredSlice {
+        StoredSlice {
+            service_name: info.service_name.map(String::into_boxed_str),
+            managed_by: info.managed_by.map(|m| strings.get(&m)),
+            ports: ports(info.ports, strings),
+            addresses: addresses(info.addresses),
+            control_plane: info.control_plane,
+        }
+    }
+
+    fn info(&self, namespace: &str, name: &str) -> SliceInfo {
+        SliceInfo {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            service_name: self.service_name.as_deref().map(str::to_owned),
+            managed_by: self.managed_by.as_deref().map(str::to_owned),
+            ports: endpoint_ports(&self.ports),
+            addresses: address_texts(&self.addresses),
+            control_plane: self.control_plane,
+        }
+    }
+}
+
+/// An entry as stored, made as it arrives.
+#[derive(Debug, Clone)]
+enum Stored {
+    Service(Box<str>, Box<str>, StoredService),
+    Endpoints(Box<str>, Box<str>, StoredEndpoints),
+    Slice(Box<str>, Box<str>, StoredSlice),
+    Namespace(String, BTreeMap<String, String>),
+}
+
+impl Stored {
+    fn new(entry: Entry, strings: &mut Interner) -> Stored {
+        let keys =
+            |namespace: String, name: String| (namespace.into_boxed_str(), name.into_boxed_str());
+        match entry {
+            Entry::Service(mut s) => {
+                let (ns, name) = keys(
+                    std::mem::take(&mut s.namespace),
+                    std::mem::take(&mut s.name),
+                );
+                Stored::Service(ns, name, StoredService::new(s, strings))
+            }
+            Entry::Endpoints(mut e) => {
+                let (ns, name) = keys(
+                    std::mem::take(&mut e.namespace),
+                    std::mem::take(&mut e.name),
+                );
+                Stored::Endpoints(ns, name, StoredEndpoints::new(e, strings))
+            }
+            Entry::Slice(mut s) => {
+                let (ns, name) = keys(
+                    std::mem::take(&mut s.namespace),
+                    std::mem::take(&mut s.name),
+                );
+                Stored::Slice(ns, name, StoredSlice::new(s, strings))
+            }
+            Entry::Namespace { name, labels } => Stored::Namespace(name, labels),
+        }
+    }
+
+    fn kind(&self) -> WatchedKind {
+        match self {
+            Stored::Service(..) => WatchedKind::Services,
+            Stored::Endpoints(..) => WatchedKind::Endpoints,
+            Stored::Slice(..) => WatchedKind::EndpointSlices,
+            Stored::Namespace(..) => WatchedKind::Namespaces,
+        }
+    }
+}
+
+/// A complete list as a watch receives it, kept compact from the first object on, so that a
+/// large cluster's list never exists in full twice: collect it, then hand it to
+/// [`ClusterCache::replace_listed`].
+#[derive(Debug, Default)]
+pub struct Listing {
+    entries: Vec<Stored>,
+    strings: Interner,
+}
+
+impl Listing {
+    pub fn new() -> Listing {
+        Listing::default()
+    }
+
+    pub fn push(&mut self, entry: Entry) {
+        self.entries.push(Stored::new(entry, &mut self.strings));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl Extend<Entry> for Listing {
+    fn extend<I: IntoIterator<Item = Entry>>(&mut self, entries: I) {
+        for entry in entries {
+            self.push(entry);
+        }
+    }
+}
+
+type ByNamespace<T> = HashMap<Box<str>, HashMap<Box<str>, T>>;
+
 #[derive(Debug, Default)]
 struct Store {
     /// namespace → name → projection: O(1) lookups by namespace and name.
-    services: HashMap<String, HashMap<String, ServiceInfo>>,
-    endpoints: HashMap<String, HashMap<String, EndpointsInfo>>,
-    slices: HashMap<String, HashMap<String, SliceInfo>>,
-    /// (namespace, `kubernetes.io/service-name`) → slice names.
-    slices_by_service: HashMap<(String, String), BTreeSet<String>>,
+    services: ByNamespace<StoredService>,
+    endpoints: ByNamespace<StoredEndpoints>,
+    slices: ByNamespace<StoredSlice>,
+    /// namespace → `kubernetes.io/service-name` → slice names, sorted.
+    slices_by_service: ByNamespace<Vec<Box<str>>>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
+    strings: Interner,
     watches: BTreeMap<WatchId, WatchState>,
 }
 
 impl Store {
-    fn upsert(&mut self, entry: Entry) {
+    fn upsert(&mut self, entry: Stored) {
         match entry {
-            Entry::Service(s) => {
-                self.services
-                    .entry(s.namespace.clone())
-                    .or_default()
-                    .insert(s.name.clone(), s);
+            Stored::Service(ns, name, s) => {
+                self.services.entry(ns).or_default().insert(name, s);
             }
-            Entry::Endpoints(e) => {
-                self.endpoints
-                    .entry(e.namespace.clone())
-                    .or_default()
-                    .insert(e.name.clone(), e);
+            Stored::Endpoints(ns, name, e) => {
+                self.endpoints.entry(ns).or_default().insert(name, e);
             }
-            Entry::Slice(s) => {
-                let namespace = s.namespace.clone();
-                let name = s.name.clone();
-                self.remove_slice(&namespace, &name);
+            Stored::Slice(ns, name, s) => {
+                self.remove_slice(&ns, &name);
                 if let Some(service) = &s.service_name {
-                    self.slices_by_service
-                        .entry((namespace.clone(), service.clone()))
+                    let names = self
+                        .slices_by_service
+                        .entry(ns.clone())
                         .or_default()
-                        .insert(name.clone());
+                        .entry(service.clone())
+                        .or_default();
+                    if let Err(at) = names.binary_search(&name) {
+                        names.insert(at, name.clone());
+                    }
                 }
-                self.slices.entry(namespace).or_default().insert(name, s);
+                self.slices.entry(ns).or_default().insert(name, s);
             }
-            Entry::Namespace { name, labels } => {
+            Stored::Namespace(name, labels) => {
                 self.namespaces.insert(name, labels);
             }
         }
@@ -176,35 +458,41 @@ impl Store {
         if self.slices.get(namespace).is_some_and(HashMap::is_empty) {
             self.slices.remove(namespace);
         }
-        if let Some(service) = old.service_name {
-            let key = (namespace.to_owned(), service);
-            if let Some(names) = self.slices_by_service.get_mut(&key) {
-                names.remove(name);
-                if names.is_empty() {
-                    self.slices_by_service.remove(&key);
-                }
+        let Some(service) = old.service_name else {
+            return;
+        };
+        let Some(by_service) = self.slices_by_service.get_mut(namespace) else {
+            return;
+        };
+        if let Some(names) = by_service.get_mut(&service) {
+            names.retain(|n| &**n != name);
+            if names.is_empty() {
+                by_service.remove(&service);
             }
+        }
+        if by_service.is_empty() {
+            self.slices_by_service.remove(namespace);
         }
     }
 
     /// Forgets what one watch delivered: a kind, in one namespace or everywhere.
     fn clear(&mut self, id: &WatchId) {
         match (&id.kind, &id.namespace) {
-            (WatchedKind::Services, None) => self.services.clear(),
+            (WatchedKind::Services, None) => self.services = HashMap::new(),
             (WatchedKind::Services, Some(ns)) => {
-                self.services.remove(ns);
+                self.services.remove(ns.as_str());
             }
-            (WatchedKind::Endpoints, None) => self.endpoints.clear(),
+            (WatchedKind::Endpoints, None) => self.endpoints = HashMap::new(),
             (WatchedKind::Endpoints, Some(ns)) => {
-                self.endpoints.remove(ns);
+                self.endpoints.remove(ns.as_str());
             }
             (WatchedKind::EndpointSlices, None) => {
-                self.slices.clear();
-                self.slices_by_service.clear();
+                self.slices = HashMap::new();
+                self.slices_by_service = HashMap::new();
             }
             (WatchedKind::EndpointSlices, Some(ns)) => {
-                self.slices.remove(ns);
-                self.slices_by_service.retain(|(n, _), _| n != ns);
+                self.slices.remove(ns.as_str());
+                self.slices_by_service.remove(ns.as_str());
             }
             (WatchedKind::Namespaces, None) => self.namespaces.clear(),
             (WatchedKind::Namespaces, Some(ns)) => {
@@ -214,9 +502,9 @@ impl Store {
     }
 
     fn count(&self, id: &WatchId) -> usize {
-        fn in_scope<T>(map: &HashMap<String, HashMap<String, T>>, ns: &Option<String>) -> usize {
+        fn in_scope<T>(map: &ByNamespace<T>, ns: &Option<String>) -> usize {
             match ns {
-                Some(ns) => map.get(ns).map_or(0, HashMap::len),
+                Some(ns) => map.get(ns.as_str()).map_or(0, HashMap::len),
                 None => map.values().map(HashMap::len).sum(),
             }
         }
@@ -241,7 +529,7 @@ impl Store {
     }
 }
 
-fn remove_from<T>(map: &mut HashMap<String, HashMap<String, T>>, namespace: &str, name: &str) {
+fn remove_from<T>(map: &mut ByNamespace<T>, namespace: &str, name: &str) {
     if let Some(inner) = map.get_mut(namespace) {
         inner.remove(name);
         if inner.is_empty() {
@@ -297,6 +585,7 @@ impl ClusterCache {
     /// An added or modified object, delivered by watch `id`.
     pub fn apply(&self, id: &WatchId, entry: Entry, now: Instant) {
         let mut store = self.write();
+        let entry = Stored::new(entry, &mut store.strings);
         store.upsert(entry);
         store.touch(id, now);
     }
@@ -309,11 +598,19 @@ impl ClusterCache {
 
     /// A complete (re)list by watch `id`: what it covers becomes exactly `entries`.
     pub fn replace_all(&self, id: &WatchId, entries: Vec<Entry>, now: Instant) {
+        let mut listing = Listing::new();
+        listing.extend(entries);
+        self.replace_listed(id, listing, now);
+    }
+
+    /// [`ClusterCache::replace_all`] with a list collected compactly.
+    pub fn replace_listed(&self, id: &WatchId, listing: Listing, now: Instant) {
         let mut store = self.write();
         store.clear(id);
-        for entry in entries.into_iter().filter(|e| e.kind() == id.kind) {
+        for entry in listing.entries.into_iter().filter(|e| e.kind() == id.kind) {
             store.upsert(entry);
         }
+        store.strings.prune();
         let watch = store.watches.entry(id.clone()).or_default();
         if watch.synced {
             watch.resyncs += 1;
@@ -388,7 +685,9 @@ impl ClusterCache {
 
 impl ClusterView for ClusterCache {
     fn service(&self, namespace: &str, name: &str) -> Option<ServiceInfo> {
-        self.read().services.get(namespace)?.get(name).cloned()
+        let store = self.read();
+        let (name, s) = store.services.get(namespace)?.get_key_value(name)?;
+        Some(s.info(namespace, name))
     }
 
     fn services_in(&self, namespace: &str) -> Vec<ServiceInfo> {
@@ -396,14 +695,16 @@ impl ClusterView for ClusterCache {
             .read()
             .services
             .get(namespace)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.iter().map(|(name, s)| s.info(namespace, name)).collect())
             .unwrap_or_default();
         services.sort_by(|a, b| a.name.cmp(&b.name));
         services
     }
 
     fn endpoints(&self, namespace: &str, name: &str) -> Option<EndpointsInfo> {
-        self.read().endpoints.get(namespace)?.get(name).cloned()
+        let store = self.read();
+        let (name, e) = store.endpoints.get(namespace)?.get_key_value(name)?;
+        Some(e.info(namespace, name))
     }
 
     fn endpoints_in(&self, namespace: &str) -> Vec<EndpointsInfo> {
@@ -411,7 +712,7 @@ impl ClusterView for ClusterCache {
             .read()
             .endpoints
             .get(namespace)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.iter().map(|(name, e)| e.info(namespace, name)).collect())
             .unwrap_or_default();
         endpoints.sort_by(|a, b| a.name.cmp(&b.name));
         endpoints
@@ -421,7 +722,8 @@ impl ClusterView for ClusterCache {
         let store = self.read();
         let Some(names) = store
             .slices_by_service
-            .get(&(namespace.to_owned(), service.to_owned()))
+            .get(namespace)
+            .and_then(|m| m.get(service))
         else {
             return Vec::new();
         };
@@ -430,7 +732,7 @@ impl ClusterView for ClusterCache {
         };
         names
             .iter()
-            .filter_map(|n| slices.get(n).cloned())
+            .filter_map(|n| Some(slices.get(n)?.info(namespace, n)))
             .collect()
     }
 
@@ -439,7 +741,7 @@ impl ClusterView for ClusterCache {
             .read()
             .slices
             .get(namespace)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.iter().map(|(name, s)| s.info(namespace, name)).collect())
             .unwrap_or_default();
         slices.sort_by(|a, b| a.name.cmp(&b.name));
         slices
@@ -624,6 +926,48 @@ mod tests {
             cache.staleness(start + Duration::from_secs(51), limit),
             None
         );
+    }
+
+    #[test]
+    fn what_is_stored_compactly_reads_back_exactly_as_given() {
+        let given = entries(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\n\
+             spec: {clusterIP: None, ports: [{name: sql, port: 3306, targetPort: mysql}, {port: 53, protocol: UDP, targetPort: 5353}]}\n\
+             ---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: db, namespace: shop}\n\
+             subsets: [{addresses: [{ip: 10.0.0.1}, {ip: '2001:DB8::1'}, {ip: '2001:db8::2'}], ports: [{name: sql, port: 3307}]}]\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {name: db-1, namespace: shop, labels: {kubernetes.io/service-name: db, endpointslice.kubernetes.io/managed-by: me}}\n\
+             addressType: IPv6\nendpoints: [{addresses: ['2001:0db8::3', 'fd00::4']}]\nports: [{name: sql, port: 3307, protocol: TCP}]\n",
+        );
+        let cache = ClusterCache::new();
+        for entry in &given {
+            cache.apply(&id(entry.kind()), entry.clone(), Instant::now());
+        }
+        let other = ClusterCache::new();
+        for kind in [
+            WatchedKind::Services,
+            WatchedKind::Endpoints,
+            WatchedKind::EndpointSlices,
+        ] {
+            let mut listing = Listing::new();
+            listing.extend(given.iter().filter(|e| e.kind() == kind).cloned());
+            assert_eq!(listing.len(), 1);
+            other.replace_listed(&id(kind), listing, Instant::now());
+        }
+        let [
+            Entry::Service(service),
+            Entry::Endpoints(endpoints),
+            Entry::Slice(slice),
+        ] = &given[..]
+        else {
+            panic!("three objects: {given:?}");
+        };
+        for view in [&cache, &other] {
+            assert_eq!(view.service("shop", "db").as_ref(), Some(service));
+            assert_eq!(view.endpoints("shop", "db").as_ref(), Some(endpoints));
+            assert_eq!(view.slices_for("shop", "db"), vec![slice.clone()]);
+            assert_eq!(view.slices_in("shop"), vec![slice.clone()]);
+        }
     }
 
     #[test]

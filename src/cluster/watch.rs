@@ -18,7 +18,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use crate::cluster::cache::{ClusterCache, Entry, WatchId, WatchedKind};
+use crate::cluster::cache::{ClusterCache, Entry, Listing, WatchId, WatchedKind};
 use crate::cluster::client::explain;
 use crate::cluster::{EndpointsInfo, ServiceInfo, SliceInfo};
 
@@ -119,7 +119,8 @@ async fn run<K>(
 {
     let probe_api = api.clone();
     let mut stream = watcher(api, config).default_backoff().boxed();
-    let mut listing: Vec<Entry> = Vec::new();
+    // Kept compact as it arrives: a large list never exists twice in full.
+    let mut listing = Listing::new();
     let mut failing = false;
     let mut probe = tokio::time::interval(PROBE_INTERVAL);
     // Ticks missed while healthy are not owed: one probe per interval while failing.
@@ -149,11 +150,11 @@ async fn run<K>(
         };
         let now = Instant::now();
         match event {
-            Ok(watcher::Event::Init) => listing.clear(),
+            Ok(watcher::Event::Init) => listing = Listing::new(),
             Ok(watcher::Event::InitApply(object)) => listing.extend(project(&object)),
             Ok(watcher::Event::InitDone) => {
                 let count = listing.len();
-                cache.replace_all(&id, std::mem::take(&mut listing), now);
+                cache.replace_listed(&id, std::mem::take(&mut listing), now);
                 tracing::info!(watch = %id.describe(), objects = count, "listed");
                 failing = false;
             }
