@@ -77,7 +77,9 @@ start_fake() {
   echo "run.sh: the fake cluster did not start" >&2; exit 1
 }
 # SIGINT: serve skips the shutdown delay meant for a Service's endpoints to catch up.
-stop() { [ -n "${1:-}" ] && { kill -INT "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }; }
+# SIGINT: serve skips its shutdown delay. A background job of a script ignores SIGINT unless it
+# handles it (serve does, fake_cluster does not), so SIGTERM follows.
+stop() { [ -n "${1:-}" ] && { kill -INT "$1" 2>/dev/null || true; sleep 0.5; kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }; }
 
 serve_pid= ready_ms=
 # start_serve ARGS...: starts serve and waits for /readyz; sets serve_pid and ready_ms.
