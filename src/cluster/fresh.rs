@@ -144,6 +144,15 @@ mod tests {
         }
     }
 
+    /// A request for `namespace`'s read, on its own task.
+    fn spawn_read(
+        reads: &FreshReads,
+        namespace: &'static str,
+    ) -> tokio::task::JoinHandle<ReadResult> {
+        let reads = reads.clone();
+        tokio::spawn(async move { reads.read(namespace).await })
+    }
+
     async fn settle() {
         for _ in 0..10 {
             tokio::task::yield_now().await;
@@ -158,19 +167,11 @@ mod tests {
             gated_reader(Arc::clone(&started), Arc::clone(&gate)),
             Duration::from_secs(10),
         );
-        let first = tokio::spawn({
-            let reads = reads.clone();
-            async move { reads.read("db").await }
-        });
+        let first = spawn_read(&reads, "db");
         settle().await;
         assert_eq!(started.load(Ordering::SeqCst), 1);
         // Ten requests arrive while read 1 runs: read 1 may predate what they rest on.
-        let later: Vec<_> = (0..10)
-            .map(|_| {
-                let reads = reads.clone();
-                tokio::spawn(async move { reads.read("db").await })
-            })
-            .collect();
+        let later: Vec<_> = (0..10).map(|_| spawn_read(&reads, "db")).collect();
         settle().await;
         assert_eq!(started.load(Ordering::SeqCst), 1, "the next read waits");
         gate.add_permits(1);
@@ -182,10 +183,7 @@ mod tests {
             assert_eq!(which(&handle.await.unwrap()), "read 2");
         }
         // Idle again: the next request starts its own read at once.
-        let again = tokio::spawn({
-            let reads = reads.clone();
-            async move { reads.read("db").await }
-        });
+        let again = spawn_read(&reads, "db");
         settle().await;
         assert_eq!(started.load(Ordering::SeqCst), 3);
         gate.add_permits(1);
@@ -204,14 +202,8 @@ mod tests {
             gated_reader(Arc::clone(&started), Arc::clone(&gate)),
             Duration::from_secs(10),
         );
-        let a = tokio::spawn({
-            let reads = reads.clone();
-            async move { reads.read("a").await }
-        });
-        let b = tokio::spawn({
-            let reads = reads.clone();
-            async move { reads.read("b").await }
-        });
+        let a = spawn_read(&reads, "a");
+        let b = spawn_read(&reads, "b");
         settle().await;
         assert_eq!(started.load(Ordering::SeqCst), 2);
         gate.add_permits(2);
