@@ -137,6 +137,17 @@ mod tests {
         })
     }
 
+    /// Shared reads through [`gated_reader`], with the count of reads started and the gate.
+    fn gated(timeout: Duration) -> (FreshReads, Arc<AtomicUsize>, Arc<Semaphore>) {
+        let started = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let reads = FreshReads::new(
+            gated_reader(Arc::clone(&started), Arc::clone(&gate)),
+            timeout,
+        );
+        (reads, started, gate)
+    }
+
     fn which(result: &ReadResult) -> String {
         match result.as_ref() {
             Ok(_) => "a view".to_owned(),
@@ -161,12 +172,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_arriving_during_a_read_share_the_next_read_not_the_running_one() {
-        let started = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new(Semaphore::new(0));
-        let reads = FreshReads::new(
-            gated_reader(Arc::clone(&started), Arc::clone(&gate)),
-            Duration::from_secs(10),
-        );
+        let (reads, started, gate) = gated(Duration::from_secs(10));
         let first = spawn_read(&reads, "db");
         settle().await;
         assert_eq!(started.load(Ordering::SeqCst), 1);
@@ -196,12 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn namespaces_are_read_independently() {
-        let started = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new(Semaphore::new(0));
-        let reads = FreshReads::new(
-            gated_reader(Arc::clone(&started), Arc::clone(&gate)),
-            Duration::from_secs(10),
-        );
+        let (reads, started, gate) = gated(Duration::from_secs(10));
         let a = spawn_read(&reads, "a");
         let b = spawn_read(&reads, "b");
         settle().await;
@@ -213,12 +214,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_stops_waiting_after_the_timeout_and_the_read_still_finishes() {
-        let started = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new(Semaphore::new(0));
-        let reads = FreshReads::new(
-            gated_reader(Arc::clone(&started), Arc::clone(&gate)),
-            Duration::from_millis(20),
-        );
+        let (reads, _started, gate) = gated(Duration::from_millis(20));
         let result = reads.read("db").await;
         assert!(which(&result).contains("did not answer within 20ms"));
         // The abandoned read ends when the API server answers, and frees its slot.
