@@ -4,6 +4,8 @@
 //! Pure translation: no I/O, no clock. The server feeds it request bodies and a cluster
 //! view; everything the API server and the person at `kubectl` see is decided here.
 
+mod typed;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -395,12 +397,7 @@ fn judged_kind(kind: &GroupVersionKind) -> Option<&'static str> {
 }
 
 fn read_object(kind: &str, raw: &RawValue) -> Result<Object, serde_json::Error> {
-    let text = raw.get();
-    Ok(match kind {
-        "Service" => Object::Service(serde_json::from_str(text)?),
-        "Endpoints" => Object::Endpoints(serde_json::from_str(text)?),
-        _ => Object::EndpointSlice(serde_json::from_str(text)?),
-    })
+    typed::read(kind, raw.get())
 }
 
 /// Answers one review.
@@ -410,10 +407,29 @@ pub fn decide(
     policy: &Policy,
     endpoint: Endpoint,
 ) -> Decision {
+    match prepare(request, endpoint) {
+        Ok(subject) => subject.judge(view, policy),
+        Err(answered) => answered,
+    }
+}
+
+/// A review whose objects are read and that is left to judge: the server judges it against
+/// the cache and, for a cross-object denial, again against a fresh read, without parsing
+/// the objects each time.
+pub struct Subject<'r> {
+    request: &'r Request,
+    kind: &'static str,
+    endpoint: Endpoint,
+    object: Object,
+    old: Option<Object>,
+}
+
+/// Reads the review's objects, or answers it at once: not a judged kind, a write the
+/// webhook leaves alone, or an object it cannot read.
+pub fn prepare(request: &Request, endpoint: Endpoint) -> Result<Subject<'_>, Decision> {
     let Some(kind) = judged_kind(&request.kind) else {
-        return Decision::new(request, "other").skipped();
+        return Err(Decision::new(request, "other").skipped());
     };
-    let decision = Decision::new(request, kind);
     let operation = request.operation;
     if request
         .sub_resource
@@ -423,7 +439,7 @@ pub fn decide(
         || operation == Operation::Connect
         || (endpoint == Endpoint::Mutate && operation == Operation::Delete)
     {
-        return decision.skipped();
+        return Err(Decision::new(request, kind).skipped());
     }
     // The object the operation leaves behind, or the one it removes.
     let (field, raw) = match operation {
@@ -444,12 +460,12 @@ pub fn decide(
         Ok(object) => object,
         // Never block a delete on what the webhook cannot read.
         Err(message) if operation == Operation::Delete => {
-            let mut decision = decision;
+            let mut decision = Decision::new(request, kind);
             decision.warnings = vec![warning_line(&message)];
             decision.verdict = Verdict::Warned;
-            return decision;
+            return Err(decision);
         }
-        Err(message) => return decision.invalid(message),
+        Err(message) => return Err(Decision::new(request, kind).invalid(message)),
     };
     let old = match (operation, request.old_object.as_deref()) {
         (Operation::Update, Some(raw)) => read_object(kind, raw).ok(),
@@ -461,23 +477,53 @@ pub fn decide(
         && object.is_control_plane_managed()
         && old.as_ref().is_some_and(Object::is_control_plane_managed)
     {
-        return decision.skipped();
+        return Err(Decision::new(request, kind).skipped());
     }
-    match endpoint {
-        Endpoint::Validate => validate(decision, operation, &object, old, view, policy),
-        Endpoint::Mutate => {
-            let m = mutation::mutate(&object, view, policy);
-            let mut decision = decision;
-            decision.warnings = m.warnings.iter().map(|w| warning_line(w)).collect();
-            decision.patch = m.patch;
-            decision.verdict = if !decision.patch.is_empty() {
-                Verdict::Patched
-            } else if !decision.warnings.is_empty() {
-                Verdict::Warned
-            } else {
-                Verdict::Allowed
-            };
-            decision
+    Ok(Subject {
+        request,
+        kind,
+        endpoint,
+        object,
+        old,
+    })
+}
+
+impl Subject<'_> {
+    pub fn uid(&self) -> &str {
+        &self.request.uid
+    }
+
+    /// The namespace whose objects the judgement reads.
+    pub fn namespace(&self) -> &str {
+        self.request.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The answer, judged against `view`.
+    pub fn judge(&self, view: &dyn ClusterView, policy: &Policy) -> Decision {
+        let decision = Decision::new(self.request, self.kind);
+        match self.endpoint {
+            Endpoint::Validate => validate(
+                decision,
+                self.request.operation,
+                &self.object,
+                self.old.as_ref(),
+                view,
+                policy,
+            ),
+            Endpoint::Mutate => {
+                let m = mutation::mutate(&self.object, view, policy);
+                let mut decision = decision;
+                decision.warnings = m.warnings.iter().map(|w| warning_line(w)).collect();
+                decision.patch = m.patch;
+                decision.verdict = if !decision.patch.is_empty() {
+                    Verdict::Patched
+                } else if !decision.warnings.is_empty() {
+                    Verdict::Warned
+                } else {
+                    Verdict::Allowed
+                };
+                decision
+            }
         }
     }
 }
@@ -486,7 +532,7 @@ fn validate(
     mut decision: Decision,
     operation: Operation,
     object: &Object,
-    old: Option<Object>,
+    old: Option<&Object>,
     view: &dyn ClusterView,
     policy: &Policy,
 ) -> Decision {
@@ -510,7 +556,7 @@ fn validate(
         findings.retain(|f| f.rule != RuleId::ServiceNoEndpoints);
     }
     if let Some(old) = old {
-        let before = judge(&old, view, policy, Mode::Admission);
+        let before = judge(old, view, policy, Mode::Admission);
         for f in findings.iter_mut().filter(|f| f.action == Action::Deny) {
             // The same problem: same rule, same words (which name the offending value), wherever
             // it sits in the object.

@@ -285,22 +285,21 @@ async fn admit(
     };
     let (decision, dry_run) = match admission::parse(&body) {
         Ok(request) => {
-            let policy = state.policy();
-            let mut decision = admission::decide(&request, state.view.as_ref(), &policy, endpoint);
-            if let Some(cluster) = &state.cluster
-                && decision.verdict == admission::Verdict::Denied
-            {
-                decision = confirm(
-                    cluster,
-                    &state.metrics,
-                    &request,
-                    &policy,
-                    endpoint,
-                    decision,
-                )
-                .await;
-            }
-            (decision, request.dry_run.unwrap_or(false))
+            let dry_run = request.dry_run.unwrap_or(false);
+            let decision = match admission::prepare(&request, endpoint) {
+                Err(answered) => answered,
+                Ok(subject) => {
+                    let policy = state.policy();
+                    let decision = subject.judge(state.view.as_ref(), &policy);
+                    match &state.cluster {
+                        Some(cluster) if decision.verdict == admission::Verdict::Denied => {
+                            confirm(cluster, &state.metrics, &subject, &policy, decision).await
+                        }
+                        _ => decision,
+                    }
+                }
+            };
+            (decision, dry_run)
         }
         Err(bad) => match bad.uid {
             // The API server shows an AdmissionReview's message to the user; a bare 400
@@ -332,21 +331,12 @@ async fn admit(
 async fn confirm(
     cluster: &Cluster,
     metrics: &Metrics,
-    request: &admission::Request,
+    subject: &admission::Subject<'_>,
     policy: &Policy,
-    endpoint: Endpoint,
     decision: Decision,
 ) -> Decision {
-    let namespace = request
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
-    let alone = admission::decide(
-        request,
-        &LabelsOnly(cluster.cache.as_ref()),
-        policy,
-        endpoint,
-    );
+    let namespace = subject.namespace().to_owned();
+    let alone = subject.judge(&LabelsOnly(cluster.cache.as_ref()), policy);
     // Labels the cache does not have yet (a Namespace created in the same apply) may select
     // a policy override that relaxes the rule: that denial needs confirming too.
     let labels_unknown = cluster.cache.namespace_labels(&namespace).is_none()
@@ -364,19 +354,19 @@ async fn confirm(
     }
     match cluster.fresh.read(&namespace).await.as_ref() {
         Ok(fresh) => {
-            let fresh = admission::decide(request, fresh, policy, endpoint);
+            let fresh = subject.judge(fresh, policy);
             let outcome = if fresh.verdict == admission::Verdict::Denied {
                 "confirmed"
             } else {
                 "overturned"
             };
             metrics.confirmation(outcome);
-            tracing::debug!(uid = %request.uid, outcome, "cross-object denial checked against the API server");
+            tracing::debug!(uid = %subject.uid(), outcome, "cross-object denial checked against the API server");
             fresh
         }
         Err(e) => {
             metrics.confirmation("unreachable");
-            tracing::warn!(uid = %request.uid, error = %e, "cannot confirm a cross-object denial");
+            tracing::warn!(uid = %subject.uid(), error = %e, "cannot confirm a cross-object denial");
             let reason = format!("the API server could not confirm it ({e})");
             admission::downgrade_cross_object(decision, &alone, &reason)
         }
