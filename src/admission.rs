@@ -408,8 +408,8 @@ pub fn decide(
     endpoint: Endpoint,
 ) -> Decision {
     match prepare(request, endpoint) {
-        Ok(subject) => subject.judge(view, policy),
-        Err(answered) => answered,
+        Prepared::Judge(subject) => subject.judge(view, policy),
+        Prepared::Answered(decision) => decision,
     }
 }
 
@@ -424,11 +424,20 @@ pub struct Subject<'r> {
     old: Option<Object>,
 }
 
-/// Reads the review's objects, or answers it at once: not a judged kind, a write the
-/// webhook leaves alone, or an object it cannot read.
-pub fn prepare(request: &Request, endpoint: Endpoint) -> Result<Subject<'_>, Decision> {
+/// What a review needs: judging, or nothing more than the answer already made.
+// Made once per request and taken apart at once: boxing the subject would only add an
+// allocation to every review.
+#[allow(clippy::large_enum_variant)]
+pub enum Prepared<'r> {
+    Judge(Subject<'r>),
+    /// Not a judged kind, a write the webhook leaves alone, or an object it cannot read.
+    Answered(Decision),
+}
+
+/// Reads the review's objects, or answers it at once.
+pub fn prepare(request: &Request, endpoint: Endpoint) -> Prepared<'_> {
     let Some(kind) = judged_kind(&request.kind) else {
-        return Err(Decision::new(request, "other").skipped());
+        return Prepared::Answered(Decision::new(request, "other").skipped());
     };
     let operation = request.operation;
     if request
@@ -439,7 +448,7 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Result<Subject<'_>, Dec
         || operation == Operation::Connect
         || (endpoint == Endpoint::Mutate && operation == Operation::Delete)
     {
-        return Err(Decision::new(request, kind).skipped());
+        return Prepared::Answered(Decision::new(request, kind).skipped());
     }
     // The object the operation leaves behind, or the one it removes.
     let (field, raw) = match operation {
@@ -463,9 +472,9 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Result<Subject<'_>, Dec
             let mut decision = Decision::new(request, kind);
             decision.warnings = vec![warning_line(&message)];
             decision.verdict = Verdict::Warned;
-            return Err(decision);
+            return Prepared::Answered(decision);
         }
-        Err(message) => return Err(Decision::new(request, kind).invalid(message)),
+        Err(message) => return Prepared::Answered(Decision::new(request, kind).invalid(message)),
     };
     let old = match (operation, request.old_object.as_deref()) {
         (Operation::Update, Some(raw)) => read_object(kind, raw).ok(),
@@ -477,9 +486,9 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Result<Subject<'_>, Dec
         && object.is_control_plane_managed()
         && old.as_ref().is_some_and(Object::is_control_plane_managed)
     {
-        return Err(Decision::new(request, kind).skipped());
+        return Prepared::Answered(Decision::new(request, kind).skipped());
     }
-    Ok(Subject {
+    Prepared::Judge(Subject {
         request,
         kind,
         endpoint,

@@ -287,8 +287,8 @@ async fn admit(
         Ok(request) => {
             let dry_run = request.dry_run.unwrap_or(false);
             let decision = match admission::prepare(&request, endpoint) {
-                Err(answered) => answered,
-                Ok(subject) => {
+                admission::Prepared::Answered(decision) => decision,
+                admission::Prepared::Judge(subject) => {
                     let policy = state.policy();
                     let decision = subject.judge(state.view.as_ref(), &policy);
                     match &state.cluster {
