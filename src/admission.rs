@@ -502,6 +502,11 @@ impl Subject<'_> {
         &self.request.uid
     }
 
+    /// "Service", "Endpoints" or "EndpointSlice".
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
     /// The namespace whose objects the judgement reads.
     pub fn namespace(&self) -> &str {
         self.request.namespace.as_deref().unwrap_or("default")

@@ -273,6 +273,57 @@ async fn the_service_arriving_after_its_endpoints_in_the_watch_is_found_by_the_c
     api.deliver_pending();
 }
 
+/// What of the default namespace these requests read directly (not watches): "namespace"
+/// for its labels, or the resources listed in it; sorted.
+fn namespace_reads(requests: &[String]) -> Vec<String> {
+    let mut reads: Vec<String> = requests
+        .iter()
+        .filter(|r| r.starts_with("GET ") && !r.contains("watch=true"))
+        .filter_map(|r| {
+            let path = r["GET ".len()..].split('?').next()?;
+            let rest = path
+                .strip_prefix("/api/v1/namespaces/default")
+                .or_else(|| path.strip_prefix("/apis/discovery.k8s.io/v1/namespaces/default"))?;
+            Some(match rest.strip_prefix('/') {
+                Some(resource) => resource.to_owned(),
+                None => "namespace".to_owned(),
+            })
+        })
+        .collect();
+    reads.sort();
+    reads
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confirmation_reads_only_the_kinds_the_denial_rests_on() {
+    let (api, server, _dir) = start(&[]).await;
+    wait_ready(&server).await;
+    // An Endpoints' orphaned denial rests on the namespace's Services.
+    api.apply(service("mysql", "mysql"));
+    let ep = endpoints("mysql-svc", "mysql");
+    until_verdict(&server, &ep, (false, &["endpoints-orphaned"], &[])).await;
+    let before = api.requests().len();
+    validate(&server, &ep).await;
+    assert_eq!(namespace_reads(&api.requests()[before..]), ["services"]);
+
+    // A headless Service's port remap rests on its Endpoints and EndpointSlices.
+    let mut remapped = endpoints("mysql-svc", "mysql");
+    remapped["subsets"][0]["ports"][0]["port"] = json!(3307);
+    api.apply(remapped);
+    let svc = service("mysql-svc", "mysql");
+    until_verdict(&server, &svc, (false, &["headless-port-remap"], &[])).await;
+    // The Endpoints are fixed a moment before the Service is applied again; the watch lags.
+    api.apply_silently(ep.clone());
+    let before = api.requests().len();
+    let r = validate(&server, &svc).await;
+    assert_eq!(verdict(&r), (true, vec![], vec![]), "{r:#}");
+    assert_eq!(
+        namespace_reads(&api.requests()[before..]),
+        ["endpoints", "endpointslices"]
+    );
+    api.deliver_pending();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_watch_resumes_without_a_relist_and_410_gone_relists() {
     let (api, server, _dir) = start(&[]).await;

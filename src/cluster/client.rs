@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::future::OptionFuture;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
@@ -11,6 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 use crate::cluster::ManifestView;
+use crate::cluster::fresh::FreshScope;
 use crate::object::Object;
 
 /// Where the credentials come from.
@@ -78,11 +80,12 @@ pub fn explain(verb: &str, resource: &str, error: &kube::Error) -> String {
     }
 }
 
-/// Reads one namespace afresh: its Services, Endpoints and EndpointSlices, and its labels.
-/// What a confirmation of a cross-object denial judges against.
+/// Reads `scope` of one namespace afresh: its Services, its Endpoints and EndpointSlices,
+/// its labels. What a confirmation of a cross-object denial judges against (over the cache).
 pub async fn namespace_snapshot(
     client: &Client,
     namespace: &str,
+    scope: FreshScope,
     timeout: Duration,
 ) -> Result<ManifestView, String> {
     let read = async {
@@ -92,29 +95,37 @@ pub async fn namespace_snapshot(
         let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace);
         let namespaces = Api::<Namespace>::all(client.clone());
         let (services, endpoints, slices, ns) = tokio::join!(
-            services.list(&params),
-            endpoints.list(&params),
-            slices.list(&params),
-            namespaces.get_opt(namespace),
+            async { OptionFuture::from(scope.services.then(|| services.list(&params))).await },
+            async { OptionFuture::from(scope.endpoints.then(|| endpoints.list(&params))).await },
+            async { OptionFuture::from(scope.endpoints.then(|| slices.list(&params))).await },
+            async { OptionFuture::from(scope.labels.then(|| namespaces.get_opt(namespace))).await },
         );
         let mut view = ManifestView::new();
-        for s in services.map_err(|e| explain("list", "services", &e))? {
-            view.insert(&Object::Service(s));
+        if let Some(services) = services {
+            for s in services.map_err(|e| explain("list", "services", &e))? {
+                view.insert(&Object::Service(s));
+            }
         }
         // As the cache keeps them: not what the control plane wrote.
-        for e in endpoints.map_err(|e| explain("list", "endpoints", &e))? {
-            let e = Object::Endpoints(e);
-            if !e.is_control_plane_managed() {
-                view.insert(&e);
+        if let Some(endpoints) = endpoints {
+            for e in endpoints.map_err(|e| explain("list", "endpoints", &e))? {
+                let e = Object::Endpoints(e);
+                if !e.is_control_plane_managed() {
+                    view.insert(&e);
+                }
             }
         }
-        for s in slices.map_err(|e| explain("list", "endpointslices", &e))? {
-            let s = Object::EndpointSlice(s);
-            if !s.is_control_plane_managed() {
-                view.insert(&s);
+        if let Some(slices) = slices {
+            for s in slices.map_err(|e| explain("list", "endpointslices", &e))? {
+                let s = Object::EndpointSlice(s);
+                if !s.is_control_plane_managed() {
+                    view.insert(&s);
+                }
             }
         }
-        if let Some(ns) = ns.map_err(|e| explain("get", "namespaces", &e))? {
+        if let Some(ns) = ns
+            && let Some(ns) = ns.map_err(|e| explain("get", "namespaces", &e))?
+        {
             view.insert_namespace(&ns);
         }
         Ok(view)

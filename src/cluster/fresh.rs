@@ -7,6 +7,10 @@
 //! per namespace runs and one waits. Under a burst of denials in one namespace (a `kubectl
 //! apply` of a directory, or a load test) the API server sees about one read per read time
 //! instead of one per request, and every answer still rests on a read newer than its request.
+//!
+//! A read fetches only what the denials of the kind under review rest on ([`FreshScope`]):
+//! an Endpoints' denial rests on the namespace's Services, a Service's on its Endpoints and
+//! EndpointSlices, and the namespace's labels matter only to a policy that selects by them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,9 +23,50 @@ use crate::cluster::ManifestView;
 /// What one read found: the namespace's objects, or why they could not be read.
 pub type ReadResult = Arc<Result<ManifestView, String>>;
 
-/// Reads a namespace afresh; given the namespace name. Bounded in time by its implementation.
+/// What of a namespace one read fetches afresh; the rest of what a judgement reads comes
+/// from the cache (see [`crate::cluster::Overlay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FreshScope {
+    pub services: bool,
+    /// Endpoints and EndpointSlices.
+    pub endpoints: bool,
+    /// The Namespace's labels.
+    pub labels: bool,
+}
+
+impl FreshScope {
+    /// What the cross-object denials of a `kind` ("Service", "Endpoints", "EndpointSlice")
+    /// rest on: a Service's on the endpoints paired with it (headless port remap, port
+    /// names); an Endpoints' or EndpointSlice's on the namespace's Services (orphaned,
+    /// overwritten, paired ports). Which candidate a did-you-mean hint names may still come
+    /// from the cache: it does not change a verdict.
+    pub fn for_denials_of(kind: &str) -> FreshScope {
+        let service = kind == "Service";
+        FreshScope {
+            services: !service,
+            endpoints: service,
+            labels: false,
+        }
+    }
+
+    /// Nothing to read.
+    pub fn none() -> FreshScope {
+        FreshScope {
+            services: false,
+            endpoints: false,
+            labels: false,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self == FreshScope::none()
+    }
+}
+
+/// Reads a namespace afresh; given the namespace name and what to read. Bounded in time by
+/// its implementation.
 pub type Reader = Arc<
-    dyn Fn(String) -> futures::future::BoxFuture<'static, Result<ManifestView, String>>
+    dyn Fn(String, FreshScope) -> futures::future::BoxFuture<'static, Result<ManifestView, String>>
         + Send
         + Sync,
 >;
@@ -50,7 +95,7 @@ struct Slot {
 pub struct FreshReads {
     reader: Reader,
     timeout: Duration,
-    slots: Arc<Mutex<HashMap<String, Slot>>>,
+    slots: Arc<Mutex<HashMap<(String, FreshScope), Slot>>>,
 }
 
 impl FreshReads {
@@ -64,15 +109,16 @@ impl FreshReads {
         }
     }
 
-    /// The namespace as read by a read that started after this call.
-    pub async fn read(&self, namespace: &str) -> ReadResult {
+    /// The `scope` of the namespace as read by a read that started after this call.
+    pub async fn read(&self, namespace: &str, scope: FreshScope) -> ReadResult {
         let read = {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            let slot = slots.entry(namespace.to_owned()).or_default();
+            let key = (namespace.to_owned(), scope);
+            let slot = slots.entry(key.clone()).or_default();
             if slot.running.is_none() {
                 let read = Read::new();
                 slot.running = Some(Arc::clone(&read));
-                self.start(namespace.to_owned(), Arc::clone(&read));
+                self.start(key, Arc::clone(&read));
                 read
             } else {
                 Arc::clone(slot.queued.get_or_insert_with(Read::new))
@@ -95,20 +141,20 @@ impl FreshReads {
 
     /// Runs `read` on its own task, so that it ends (and starts the queued one) even when
     /// every caller waiting for it has gone.
-    fn start(&self, namespace: String, read: Arc<Read>) {
+    fn start(&self, key: (String, FreshScope), read: Arc<Read>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let result = Arc::new((this.reader)(namespace.clone()).await);
+            let result = Arc::new((this.reader)(key.0.clone(), key.1).await);
             {
                 let mut slots = this.slots.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(slot) = slots.get_mut(&namespace) {
+                if let Some(slot) = slots.get_mut(&key) {
                     match slot.queued.take() {
                         Some(next) => {
                             slot.running = Some(Arc::clone(&next));
-                            this.start(namespace.clone(), next);
+                            this.start(key.clone(), next);
                         }
                         None => {
-                            slots.remove(&namespace);
+                            slots.remove(&key);
                         }
                     }
                 }
@@ -127,7 +173,7 @@ mod tests {
     /// A reader whose reads finish only when the test lets them, counting starts; each
     /// read's answer names its number.
     fn gated_reader(started: Arc<AtomicUsize>, gate: Arc<Semaphore>) -> Reader {
-        Arc::new(move |_namespace| {
+        Arc::new(move |_namespace, _scope| {
             let n = started.fetch_add(1, Ordering::SeqCst) + 1;
             let gate = Arc::clone(&gate);
             Box::pin(async move {
@@ -161,8 +207,14 @@ mod tests {
         namespace: &'static str,
     ) -> tokio::task::JoinHandle<ReadResult> {
         let reads = reads.clone();
-        tokio::spawn(async move { reads.read(namespace).await })
+        tokio::spawn(async move { reads.read(namespace, SERVICES).await })
     }
+
+    const SERVICES: FreshScope = FreshScope {
+        services: true,
+        endpoints: false,
+        labels: false,
+    };
 
     async fn settle() {
         for _ in 0..10 {
@@ -213,9 +265,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reads_of_different_scopes_are_not_shared() {
+        let (reads, started, gate) = gated(Duration::from_secs(10));
+        let services = spawn_read(&reads, "db");
+        let endpoints = {
+            let reads = reads.clone();
+            let scope = FreshScope::for_denials_of("Service");
+            tokio::spawn(async move { reads.read("db", scope).await })
+        };
+        settle().await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            2,
+            "a read of Services does not answer for Endpoints"
+        );
+        gate.add_permits(2);
+        assert!(which(&services.await.unwrap()).starts_with("read "));
+        assert!(which(&endpoints.await.unwrap()).starts_with("read "));
+    }
+
+    #[test]
+    fn a_denial_is_confirmed_by_reading_the_kinds_it_rests_on() {
+        assert_eq!(FreshScope::for_denials_of("Endpoints"), SERVICES);
+        assert_eq!(FreshScope::for_denials_of("EndpointSlice"), SERVICES);
+        let service = FreshScope::for_denials_of("Service");
+        assert!(service.endpoints && !service.services && !service.labels);
+        assert!(FreshScope::none().is_empty() && !service.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_caller_stops_waiting_after_the_timeout_and_the_read_still_finishes() {
         let (reads, _started, gate) = gated(Duration::from_millis(20));
-        let result = reads.read("db").await;
+        let result = reads.read("db", SERVICES).await;
         assert!(which(&result).contains("did not answer within 20ms"));
         // The abandoned read ends when the API server answers, and frees its slot.
         gate.add_permits(1);

@@ -11,6 +11,8 @@ pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 
+use fresh::FreshScope;
+
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -269,6 +271,62 @@ impl ClusterView for LabelsOnly<'_> {
     }
     fn sees_cluster(&self, _: &str) -> bool {
         false
+    }
+}
+
+/// A fresh read of part of a namespace over the cache: what a confirmation judges against.
+/// The kinds in `scope` come from the read, whose absences are real; the rest from the cache.
+pub struct Overlay<'a> {
+    pub fresh: &'a ManifestView,
+    pub scope: FreshScope,
+    pub cache: &'a dyn ClusterView,
+}
+
+impl ClusterView for Overlay<'_> {
+    fn service(&self, namespace: &str, name: &str) -> Option<ServiceInfo> {
+        match self.scope.services {
+            true => self.fresh.service(namespace, name),
+            false => self.cache.service(namespace, name),
+        }
+    }
+    fn services_in(&self, namespace: &str) -> Vec<ServiceInfo> {
+        match self.scope.services {
+            true => self.fresh.services_in(namespace),
+            false => self.cache.services_in(namespace),
+        }
+    }
+    fn endpoints(&self, namespace: &str, name: &str) -> Option<EndpointsInfo> {
+        match self.scope.endpoints {
+            true => self.fresh.endpoints(namespace, name),
+            false => self.cache.endpoints(namespace, name),
+        }
+    }
+    fn endpoints_in(&self, namespace: &str) -> Vec<EndpointsInfo> {
+        match self.scope.endpoints {
+            true => self.fresh.endpoints_in(namespace),
+            false => self.cache.endpoints_in(namespace),
+        }
+    }
+    fn slices_for(&self, namespace: &str, service: &str) -> Vec<SliceInfo> {
+        match self.scope.endpoints {
+            true => self.fresh.slices_for(namespace, service),
+            false => self.cache.slices_for(namespace, service),
+        }
+    }
+    fn slices_in(&self, namespace: &str) -> Vec<SliceInfo> {
+        match self.scope.endpoints {
+            true => self.fresh.slices_in(namespace),
+            false => self.cache.slices_in(namespace),
+        }
+    }
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        match self.scope.labels {
+            true => self.fresh.namespace_labels(namespace),
+            false => self.cache.namespace_labels(namespace),
+        }
+    }
+    fn sees_cluster(&self, namespace: &str) -> bool {
+        (self.scope.services && self.scope.endpoints) || self.cache.sees_cluster(namespace)
     }
 }
 

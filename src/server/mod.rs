@@ -28,8 +28,8 @@ use hyper_util::rt::TokioTimer;
 use crate::admission::{self, Decision, Endpoint};
 use crate::cluster::cache::ClusterCache;
 use crate::cluster::client::{self, ConnectError, Credentials};
-use crate::cluster::fresh::{FreshReads, Reader};
-use crate::cluster::{ClusterView, LabelsOnly, NoClusterView, watch};
+use crate::cluster::fresh::{FreshReads, FreshScope, Reader};
+use crate::cluster::{ClusterView, LabelsOnly, NoClusterView, Overlay, watch};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use connections::ConnectionLimit;
@@ -339,11 +339,18 @@ async fn confirm(
     let alone = subject.judge(&LabelsOnly(cluster.cache.as_ref()), policy);
     // Labels the cache does not have yet (a Namespace created in the same apply) may select
     // a policy override that relaxes the rule: that denial needs confirming too.
-    let labels_unknown = cluster.cache.namespace_labels(&namespace).is_none()
-        && policy.namespaces.iter().any(|o| o.selector.is_some());
-    if admission::cross_object_denials(&decision, &alone) == 0 && !labels_unknown {
+    let labels_matter = policy.namespaces.iter().any(|o| o.selector.is_some());
+    let labels_unknown = labels_matter && cluster.cache.namespace_labels(&namespace).is_none();
+    let cross_object = admission::cross_object_denials(&decision, &alone) > 0;
+    if !cross_object && !labels_unknown {
         return decision;
     }
+    // Read what the denials rest on, and the labels whenever the policy selects by them.
+    let mut scope = match cross_object {
+        true => FreshScope::for_denials_of(subject.kind()),
+        false => FreshScope::none(),
+    };
+    scope.labels = labels_matter;
     if let Some(stale) = cluster
         .cache
         .staleness(Instant::now(), cluster.max_staleness)
@@ -352,9 +359,14 @@ async fn confirm(
         let reason = format!("the cluster view is stale: {stale}");
         return admission::downgrade_cross_object(decision, &alone, &reason);
     }
-    match cluster.fresh.read(&namespace).await.as_ref() {
+    match cluster.fresh.read(&namespace, scope).await.as_ref() {
         Ok(fresh) => {
-            let fresh = subject.judge(fresh, policy);
+            let view = Overlay {
+                fresh,
+                scope,
+                cache: cluster.cache.as_ref(),
+            };
+            let fresh = subject.judge(&view, policy);
             let outcome = if fresh.verdict == admission::Verdict::Denied {
                 "confirmed"
             } else {
@@ -630,9 +642,11 @@ async fn start_cluster(config: &ClusterConfig) -> Result<(Option<Cluster>, Strin
 
 /// Reads a namespace from the API server for [`FreshReads`].
 fn namespace_reader(client: kube::Client, timeout: Duration) -> Reader {
-    Arc::new(move |namespace: String| {
+    Arc::new(move |namespace: String, scope: FreshScope| {
         let client = client.clone();
-        Box::pin(async move { client::namespace_snapshot(&client, &namespace, timeout).await })
+        Box::pin(
+            async move { client::namespace_snapshot(&client, &namespace, scope, timeout).await },
+        )
     })
 }
 
