@@ -9,8 +9,8 @@
 //! instead of one per request, and every answer still rests on a read newer than its request.
 //!
 //! A read fetches only what the denials of the kind under review rest on ([`FreshScope`]):
-//! an Endpoints' denial rests on the namespace's Services, a Service's on its Endpoints and
-//! EndpointSlices, and the namespace's labels matter only to a policy that selects by them.
+//! a Service's on its Endpoints and EndpointSlices, an Endpoints' on the namespace's Services
+//! and endpoints, and the namespace's labels only on a policy that selects by them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,15 +36,16 @@ pub struct FreshScope {
 
 impl FreshScope {
     /// What the cross-object denials of a `kind` ("Service", "Endpoints", "EndpointSlice")
-    /// rest on: a Service's on the endpoints paired with it (headless port remap, port
-    /// names); an Endpoints' or EndpointSlice's on the namespace's Services (orphaned,
-    /// overwritten, paired ports). Which candidate a did-you-mean hint names may still come
-    /// from the cache: it does not change a verdict.
+    /// rest on. A Service's rest on the endpoints paired with it (headless port remap, port
+    /// names). An Endpoints' or EndpointSlice's rest on the namespace's Services (orphaned,
+    /// overwritten, paired ports) and on their endpoints: `endpoints-orphaned` denies only
+    /// when a likely Service exists, and a Service whose own endpoints were just created is
+    /// not one. What a hint's text names beyond that (say, which orphan looks meant for a
+    /// Service) may come from the cache: it does not change a verdict.
     pub fn for_denials_of(kind: &str) -> FreshScope {
-        let service = kind == "Service";
         FreshScope {
-            services: !service,
-            endpoints: service,
+            services: kind != "Service",
+            endpoints: true,
             labels: false,
         }
     }
@@ -207,12 +208,12 @@ mod tests {
         namespace: &'static str,
     ) -> tokio::task::JoinHandle<ReadResult> {
         let reads = reads.clone();
-        tokio::spawn(async move { reads.read(namespace, SERVICES).await })
+        tokio::spawn(async move { reads.read(namespace, FOR_ENDPOINTS).await })
     }
 
-    const SERVICES: FreshScope = FreshScope {
+    const FOR_ENDPOINTS: FreshScope = FreshScope {
         services: true,
-        endpoints: false,
+        endpoints: true,
         labels: false,
     };
 
@@ -267,8 +268,8 @@ mod tests {
     #[tokio::test]
     async fn reads_of_different_scopes_are_not_shared() {
         let (reads, started, gate) = gated(Duration::from_secs(10));
-        let services = spawn_read(&reads, "db");
-        let endpoints = {
+        let for_endpoints = spawn_read(&reads, "db");
+        let for_service = {
             let reads = reads.clone();
             let scope = FreshScope::for_denials_of("Service");
             tokio::spawn(async move { reads.read("db", scope).await })
@@ -277,17 +278,19 @@ mod tests {
         assert_eq!(
             started.load(Ordering::SeqCst),
             2,
-            "a read of Services does not answer for Endpoints"
+            "a read for an Endpoints does not answer for a Service"
         );
         gate.add_permits(2);
-        assert!(which(&services.await.unwrap()).starts_with("read "));
-        assert!(which(&endpoints.await.unwrap()).starts_with("read "));
+        assert!(which(&for_endpoints.await.unwrap()).starts_with("read "));
+        assert!(which(&for_service.await.unwrap()).starts_with("read "));
     }
 
     #[test]
     fn a_denial_is_confirmed_by_reading_the_kinds_it_rests_on() {
-        assert_eq!(FreshScope::for_denials_of("Endpoints"), SERVICES);
-        assert_eq!(FreshScope::for_denials_of("EndpointSlice"), SERVICES);
+        for kind in ["Endpoints", "EndpointSlice"] {
+            let scope = FreshScope::for_denials_of(kind);
+            assert!(scope.services && scope.endpoints && !scope.labels, "{kind}");
+        }
         let service = FreshScope::for_denials_of("Service");
         assert!(service.endpoints && !service.services && !service.labels);
         assert!(FreshScope::none().is_empty() && !service.is_empty());
@@ -296,7 +299,7 @@ mod tests {
     #[tokio::test]
     async fn a_caller_stops_waiting_after_the_timeout_and_the_read_still_finishes() {
         let (reads, _started, gate) = gated(Duration::from_millis(20));
-        let result = reads.read("db", SERVICES).await;
+        let result = reads.read("db", FOR_ENDPOINTS).await;
         assert!(which(&result).contains("did not answer within 20ms"));
         // The abandoned read ends when the API server answers, and frees its slot.
         gate.add_permits(1);
