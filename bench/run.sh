@@ -76,7 +76,6 @@ start_fake() {
   done
   echo "run.sh: the fake cluster did not start" >&2; exit 1
 }
-# SIGINT: serve skips the shutdown delay meant for a Service's endpoints to catch up.
 # SIGINT: serve skips its shutdown delay. A background job of a script ignores SIGINT unless it
 # handles it (serve does, fake_cluster does not), so SIGTERM follows.
 stop() { [ -n "${1:-}" ] && { kill -INT "$1" 2>/dev/null || true; sleep 0.5; kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }; }
