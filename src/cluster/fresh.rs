@@ -58,10 +58,6 @@ impl FreshScope {
             labels: false,
         }
     }
-
-    pub fn is_empty(self) -> bool {
-        self == FreshScope::none()
-    }
 }
 
 /// Reads a namespace afresh; given the namespace name and what to read. Bounded in time by
@@ -293,7 +289,6 @@ mod tests {
         }
         let service = FreshScope::for_denials_of("Service");
         assert!(service.endpoints && !service.services && !service.labels);
-        assert!(FreshScope::none().is_empty() && !service.is_empty());
     }
 
     #[tokio::test]
