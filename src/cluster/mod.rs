@@ -282,48 +282,35 @@ pub struct Overlay<'a> {
     pub cache: &'a dyn ClusterView,
 }
 
+impl Overlay<'_> {
+    /// The view that answers for a kind: the fresh read when it read that kind.
+    fn from(&self, fresh: bool) -> &dyn ClusterView {
+        if fresh { self.fresh } else { self.cache }
+    }
+}
+
 impl ClusterView for Overlay<'_> {
     fn service(&self, namespace: &str, name: &str) -> Option<ServiceInfo> {
-        match self.scope.services {
-            true => self.fresh.service(namespace, name),
-            false => self.cache.service(namespace, name),
-        }
+        self.from(self.scope.services).service(namespace, name)
     }
     fn services_in(&self, namespace: &str) -> Vec<ServiceInfo> {
-        match self.scope.services {
-            true => self.fresh.services_in(namespace),
-            false => self.cache.services_in(namespace),
-        }
+        self.from(self.scope.services).services_in(namespace)
     }
     fn endpoints(&self, namespace: &str, name: &str) -> Option<EndpointsInfo> {
-        match self.scope.endpoints {
-            true => self.fresh.endpoints(namespace, name),
-            false => self.cache.endpoints(namespace, name),
-        }
+        self.from(self.scope.endpoints).endpoints(namespace, name)
     }
     fn endpoints_in(&self, namespace: &str) -> Vec<EndpointsInfo> {
-        match self.scope.endpoints {
-            true => self.fresh.endpoints_in(namespace),
-            false => self.cache.endpoints_in(namespace),
-        }
+        self.from(self.scope.endpoints).endpoints_in(namespace)
     }
     fn slices_for(&self, namespace: &str, service: &str) -> Vec<SliceInfo> {
-        match self.scope.endpoints {
-            true => self.fresh.slices_for(namespace, service),
-            false => self.cache.slices_for(namespace, service),
-        }
+        self.from(self.scope.endpoints)
+            .slices_for(namespace, service)
     }
     fn slices_in(&self, namespace: &str) -> Vec<SliceInfo> {
-        match self.scope.endpoints {
-            true => self.fresh.slices_in(namespace),
-            false => self.cache.slices_in(namespace),
-        }
+        self.from(self.scope.endpoints).slices_in(namespace)
     }
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
-        match self.scope.labels {
-            true => self.fresh.namespace_labels(namespace),
-            false => self.cache.namespace_labels(namespace),
-        }
+        self.from(self.scope.labels).namespace_labels(namespace)
     }
     fn sees_cluster(&self, namespace: &str) -> bool {
         (self.scope.services && self.scope.endpoints) || self.cache.sees_cluster(namespace)
