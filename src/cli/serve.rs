@@ -60,8 +60,9 @@ pub struct ServeArgs {
     /// How often certificate and policy files are checked for changes.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     reload_interval: Duration,
-    /// Longest time a request body may take to arrive; keep it below the webhook's
-    /// timeoutSeconds so the API server gets an answer, not a timeout.
+    /// Longest time a request may wait for its body to arrive and, when it is large, for its
+    /// turn to be judged; keep it below the webhook's timeoutSeconds so the API server gets
+    /// an answer, not a timeout.
     #[arg(long, default_value = "4s", value_parser = parse_duration, value_name = "DURATION")]
     request_timeout: Duration,
     /// Longest time from SIGTERM to exit; in-flight requests finish within it.

@@ -13,12 +13,12 @@ use crate::target::{Cidr, Target, TargetList, host_part, parse_ip};
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let mut drafts = Vec::new();
-    for (field, written) in targets(object) {
-        let target = Target::parse(&written);
+    for_each_target(object, |field, written| {
+        let target = Target::parse(written);
         if let Some(why) = denied(&target, cx) {
-            drafts.push(Draft::violation(field, why));
+            drafts.push(Draft::violation(field.to_string(), why));
         }
-    }
+    });
     if let Object::Service(service) = object {
         let external_ips = service.spec.as_ref().and_then(|s| s.external_ips.as_ref());
         for (i, written) in external_ips.into_iter().flatten().enumerate() {
@@ -30,40 +30,61 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     drafts
 }
 
-/// The addresses and hosts an object sends traffic to, with their fields.
-fn targets(object: &Object) -> Vec<(String, String)> {
-    let mut out = Vec::new();
+/// Where a target is written; spelled out only for a denial (an Endpoints may list 100k).
+#[derive(Clone, Copy)]
+enum TargetField {
+    ExternalName,
+    Address { subset: usize, index: usize },
+    NotReadyAddress { subset: usize, index: usize },
+    SliceAddress { endpoint: usize, index: usize },
+}
+
+impl std::fmt::Display for TargetField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            TargetField::ExternalName => f.write_str("spec.externalName"),
+            TargetField::Address { subset, index } => {
+                write!(f, "subsets[{subset}].addresses[{index}].ip")
+            }
+            TargetField::NotReadyAddress { subset, index } => {
+                write!(f, "subsets[{subset}].notReadyAddresses[{index}].ip")
+            }
+            TargetField::SliceAddress { endpoint, index } => {
+                write!(f, "endpoints[{endpoint}].addresses[{index}]")
+            }
+        }
+    }
+}
+
+/// Calls `visit` with each address or host the object sends traffic to, and its field.
+fn for_each_target<'o>(object: &'o Object, mut visit: impl FnMut(TargetField, &'o str)) {
     match object {
         Object::Service(service) => {
             if let Some(name) = external_name(service) {
                 let host = host_part(name);
                 if !host.is_empty() {
-                    out.push(("spec.externalName".to_owned(), host.to_owned()));
+                    visit(TargetField::ExternalName, host);
                 }
             }
         }
         Object::Endpoints(e) => {
-            for (i, subset) in e.subsets.iter().flatten().enumerate() {
-                for (j, a) in subset.addresses.iter().flatten().enumerate() {
-                    out.push((format!("subsets[{i}].addresses[{j}].ip"), a.ip.clone()));
+            for (subset, s) in e.subsets.iter().flatten().enumerate() {
+                for (index, a) in s.addresses.iter().flatten().enumerate() {
+                    visit(TargetField::Address { subset, index }, &a.ip);
                 }
-                for (j, a) in subset.not_ready_addresses.iter().flatten().enumerate() {
-                    out.push((
-                        format!("subsets[{i}].notReadyAddresses[{j}].ip"),
-                        a.ip.clone(),
-                    ));
+                for (index, a) in s.not_ready_addresses.iter().flatten().enumerate() {
+                    visit(TargetField::NotReadyAddress { subset, index }, &a.ip);
                 }
             }
         }
         Object::EndpointSlice(s) => {
-            for (i, endpoint) in s.endpoints.iter().enumerate() {
-                for (j, a) in endpoint.addresses.iter().enumerate() {
-                    out.push((format!("endpoints[{i}].addresses[{j}]"), a.clone()));
+            for (endpoint, e) in s.endpoints.iter().enumerate() {
+                for (index, a) in e.addresses.iter().enumerate() {
+                    visit(TargetField::SliceAddress { endpoint, index }, a);
                 }
             }
         }
     }
-    out
 }
 
 fn denied(target: &Target, cx: &Context<'_>) -> Option<String> {

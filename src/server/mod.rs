@@ -6,6 +6,7 @@
 //! without a restart ([`reload`]); SIGTERM drains in-flight requests.
 
 pub mod connections;
+pub mod large;
 pub mod reload;
 pub mod tls;
 
@@ -33,6 +34,7 @@ use crate::cluster::{ClusterView, LabelsOnly, NoClusterView, Overlay, watch};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use connections::ConnectionLimit;
+use large::LargeReviews;
 use tls::{CertificateFiles, ClientCa};
 
 /// Largest request body accepted. An UPDATE review carries the object twice; the API server
@@ -110,6 +112,7 @@ pub struct State {
     pub metrics: Metrics,
     shutting_down: AtomicBool,
     request_timeout: Duration,
+    large_reviews: LargeReviews,
 }
 
 impl State {
@@ -125,6 +128,7 @@ impl State {
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             request_timeout,
+            large_reviews: LargeReviews::new(large::DEFAULT_BUDGET),
         }
     }
 
@@ -261,10 +265,30 @@ async fn admit(
             ),
         );
     }
-    if declared_length(&parts.headers).is_some_and(|n| n > BODY_LIMIT as u64) {
+    let declared = declared_length(&parts.headers);
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large());
     }
-    let body = match tokio::time::timeout(state.request_timeout, read_body(body)).await {
+    // Waiting for room, reading the body and judging it count against one deadline.
+    let deadline = tokio::time::Instant::from_std(started + state.request_timeout);
+    let no_room = |len: u64| {
+        format!(
+            "this {} KiB review did not get its turn within the request timeout ({:?}): at most {} MiB of large reviews are read and judged at once, to stay within the memory limit; retry, and if it persists run more replicas",
+            len / 1024,
+            state.request_timeout,
+            large::DEFAULT_BUDGET / (1024 * 1024),
+        )
+    };
+    // Room is taken before the body is read when its length is declared (the API server
+    // always declares it): sixteen near-limit bodies read at once are 50 MiB by themselves.
+    let mut room = None;
+    if let Some(len) = declared {
+        match tokio::time::timeout_at(deadline, state.large_reviews.admit(len)).await {
+            Ok(permit) => room = permit,
+            Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, no_room(len)),
+        }
+    }
+    let body = match tokio::time::timeout_at(deadline, read_body(body)).await {
         Err(_) => {
             return refuse(
                 StatusCode::REQUEST_TIMEOUT,
@@ -283,6 +307,14 @@ async fn admit(
         }
         Ok(Ok(body)) => body,
     };
+    // A body sent without a declared length is counted once it is here.
+    if declared.is_none() {
+        let len = body.len() as u64;
+        match tokio::time::timeout_at(deadline, state.large_reviews.admit(len)).await {
+            Ok(permit) => room = permit,
+            Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, no_room(len)),
+        }
+    }
     let (decision, dry_run) = match admission::parse(&body) {
         Ok(request) => {
             let dry_run = request.dry_run.unwrap_or(false);
@@ -309,6 +341,8 @@ async fn admit(
         },
     };
     let answer = decision.to_json();
+    drop(body);
+    drop(room);
     // The time logged and observed includes encoding the answer: all of the server's own work.
     let elapsed = started.elapsed();
     log_decision(path, &decision, dry_run, elapsed);
