@@ -13,9 +13,11 @@
 //! and endpoints, and the namespace's labels only on a policy that selects by them.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::cluster::ManifestView;
@@ -141,7 +143,12 @@ impl FreshReads {
     fn start(&self, key: (String, FreshScope), read: Arc<Read>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let result = Arc::new((this.reader)(key.0.clone(), key.1).await);
+            // A read that panicked would keep its slot taken, and every later denial in the
+            // namespace would wait for it and become a warning: answer it as failed instead.
+            let read_once = AssertUnwindSafe((this.reader)(key.0.clone(), key.1));
+            let result = Arc::new(read_once.catch_unwind().await.unwrap_or_else(|_| {
+                Err("the read failed unexpectedly (see the server's log)".to_owned())
+            }));
             {
                 let mut slots = this.slots.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(slot) = slots.get_mut(&key) {
@@ -279,6 +286,29 @@ mod tests {
         gate.add_permits(2);
         assert!(which(&for_endpoints.await.unwrap()).starts_with("read "));
         assert!(which(&for_service.await.unwrap()).starts_with("read "));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_is_answered_as_failed_and_the_next_one_runs() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let reader: Reader = Arc::new(move |_namespace, _scope| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move {
+                if n == 1 {
+                    panic!("a bug in read {n}");
+                }
+                Err(format!("read {n}"))
+            })
+        });
+        let reads = FreshReads::new(reader, Duration::from_secs(10));
+        let first = reads.read("db", FOR_ENDPOINTS).await;
+        assert_eq!(
+            which(&first),
+            "the read failed unexpectedly (see the server's log)"
+        );
+        assert_eq!(which(&reads.read("db", FOR_ENDPOINTS).await), "read 2");
+        assert!(reads.slots.lock().unwrap().is_empty());
     }
 
     #[test]
