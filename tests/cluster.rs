@@ -574,6 +574,97 @@ fn scan_reports_what_would_be_denied_today_as_text_and_as_policy_reports() {
     drop(runtime);
 }
 
+#[test]
+fn scan_apply_writes_one_policy_report_per_namespace_by_server_side_apply() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = runtime.block_on(FakeApi::start());
+    api.apply(namespace("default"));
+    api.apply(service("mysql-svc", "default-ep"));
+    api.apply(endpoints("mysql-ep", "mysql"));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let scan_apply = || {
+        let out = std::process::Command::new(BIN)
+            .args(["scan", "--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(["--format", "policyreport", "--apply"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), out.stdout, stderr)
+    };
+    let report_path = "/apis/wgpolicyk8s.io/v1alpha2/namespaces/default/policyreports/extsvc-guard";
+
+    // Without the CRD: a clear error and nothing written.
+    let (code, _, stderr) = scan_apply();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is the PolicyReport CRD wgpolicyk8s.io/v1alpha2 installed?"),
+        "{stderr}"
+    );
+
+    api.install_crds();
+    let (code, stdout, stderr) = scan_apply();
+    assert_eq!(
+        code,
+        Some(1),
+        "the denials still set the exit code: {stderr}"
+    );
+    assert!(
+        stderr.contains("applied 1 PolicyReport(s) named extsvc-guard"),
+        "{stderr}"
+    );
+    let printed: Value = serde_json::from_slice(&stdout).unwrap();
+    let stored = api
+        .object("PolicyReport", "default", "extsvc-guard")
+        .unwrap();
+    assert_eq!(stored["results"], printed["items"][0]["results"]);
+    assert_eq!(stored["summary"]["fail"], 2);
+    assert_eq!(
+        stored["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "extsvc-guard"
+    );
+    let patches: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PATCH "))
+        .collect();
+    // The one refused for want of the CRD, then the one applied.
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert!(
+        patches[1].starts_with(&format!("PATCH {report_path}?"))
+            && patches[1].contains("fieldManager=extsvc-guard")
+            && patches[1].contains("force=true"),
+        "{patches:?}"
+    );
+
+    // Fixed: the next apply replaces the report, it does not add one.
+    let first_version = stored["metadata"]["resourceVersion"].clone();
+    api.delete("Endpoints", "default", "mysql-ep");
+    api.apply(endpoints("mysql-svc", "default-ep"));
+    let (code, _, stderr) = scan_apply();
+    assert_eq!(code, Some(0), "{stderr}");
+    let stored = api
+        .object("PolicyReport", "default", "extsvc-guard")
+        .unwrap();
+    assert_ne!(stored["metadata"]["resourceVersion"], first_version);
+    assert_eq!(stored["summary"]["fail"], 0, "{stored:#}");
+    assert!(
+        stored["summary"]["pass"].as_u64().unwrap() > 0,
+        "{stored:#}"
+    );
+
+    // Without the permission to write it: which permission is missing.
+    api.forbid("patch", "policyreports");
+    let (code, _, stderr) = scan_apply();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("policyreports"), "{stderr}");
+    assert!(
+        stderr.contains("forbidden") || stderr.contains("permission"),
+        "{stderr}"
+    );
+    drop(runtime);
+}
+
 /// The objects of a manifest under docs/examples, as JSON.
 fn example(name: &str) -> Vec<Value> {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -75,6 +75,8 @@ struct Res {
     group: &'static str,
     version: &'static str,
     namespaced: bool,
+    /// Served only once [`FakeApi::install_crds`] has run, like a custom resource.
+    crd: bool,
 }
 
 impl Res {
@@ -104,6 +106,7 @@ const RESOURCES: &[Res] = &[
         group: "",
         version: "v1",
         namespaced: true,
+        crd: false,
     },
     Res {
         plural: "endpoints",
@@ -111,6 +114,7 @@ const RESOURCES: &[Res] = &[
         group: "",
         version: "v1",
         namespaced: true,
+        crd: false,
     },
     Res {
         plural: "namespaces",
@@ -118,6 +122,7 @@ const RESOURCES: &[Res] = &[
         group: "",
         version: "v1",
         namespaced: false,
+        crd: false,
     },
     Res {
         plural: "endpointslices",
@@ -125,6 +130,15 @@ const RESOURCES: &[Res] = &[
         group: "discovery.k8s.io",
         version: "v1",
         namespaced: true,
+        crd: false,
+    },
+    Res {
+        plural: "policyreports",
+        kind: "PolicyReport",
+        group: "wgpolicyk8s.io",
+        version: "v1alpha2",
+        namespaced: true,
+        crd: true,
     },
 ];
 
@@ -238,6 +252,7 @@ struct Store {
     next_snapshot: u64,
     next_uid: u64,
     forbidden: HashSet<(String, String)>,
+    crds_installed: bool,
     counters: Counters,
     requests: Vec<String>,
     access_reviews: Vec<(String, String)>,
@@ -577,87 +592,14 @@ impl FakeApi {
         self.shared.lock().objects.get(&key).cloned()
     }
 
-    fn write(&self, mut obj: Value, silent: bool) -> Value {
-        let kind = obj
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("FakeApi::apply: object has no kind: {obj}"))
-            .to_owned();
-        let res = RESOURCES
-            .iter()
-            .find(|r| r.kind == kind)
-            .unwrap_or_else(|| panic!("FakeApi::apply: kind {kind:?} is not served"));
-        if let Some(api_version) = obj.get("apiVersion").and_then(Value::as_str) {
-            assert_eq!(
-                api_version,
-                res.api_version(),
-                "FakeApi::apply: wrong apiVersion for {kind}"
-            );
-        }
-        obj["apiVersion"] = json!(res.api_version());
-        if obj.get("metadata").is_none_or(Value::is_null) {
-            obj["metadata"] = json!({});
-        }
-        let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
-            panic!("FakeApi::apply: metadata is not an object");
-        };
-        let name = meta
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| panic!("FakeApi::apply: {kind} has no metadata.name"))
-            .to_owned();
-        let namespace = if res.namespaced {
-            let ns = meta
-                .get("namespace")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-                .unwrap_or("default")
-                .to_owned();
-            meta.insert("namespace".into(), json!(ns));
-            ns
-        } else {
-            meta.remove("namespace");
-            String::new()
-        };
-        let key: Key = (res.plural, namespace, name);
+    fn write(&self, obj: Value, silent: bool) -> Value {
+        write_object(&self.shared, obj, silent).0
+    }
 
-        let mut store = self.shared.lock();
-        store.rv += 1;
-        let rv = store.rv;
-        let previous = store.objects.get(&key).cloned();
-        for field in ["uid", "creationTimestamp"] {
-            let missing = meta.get(field).is_none_or(Value::is_null);
-            if missing {
-                let value = match previous.as_ref().and_then(|p| p["metadata"].get(field)) {
-                    Some(old) => old.clone(),
-                    None if field == "uid" => {
-                        store.next_uid += 1;
-                        json!(format!("00000000-0000-4000-8000-{:012x}", store.next_uid))
-                    }
-                    None => json!(now_rfc3339()),
-                };
-                meta.insert(field.into(), value);
-            }
-        }
-        meta.insert("resourceVersion".into(), json!(rv.to_string()));
-        store.objects.insert(key, obj.clone());
-        let kind = if previous.is_some() {
-            ChangeKind::Modified
-        } else {
-            ChangeKind::Added
-        };
-        store.record(
-            Change {
-                rv,
-                res,
-                kind,
-                object: obj.clone(),
-                previous,
-            },
-            silent,
-        );
-        obj
+    /// Serves the custom resources (PolicyReport), as installing their CRDs does; until
+    /// then their paths answer 404 like any unknown resource.
+    pub fn install_crds(&self) {
+        self.shared.lock().crds_installed = true;
     }
 
     fn remove(&self, kind: &str, namespace: &str, name: &str, silent: bool) -> bool {
@@ -919,8 +861,28 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             None,
         );
     };
+    let custom = match &route {
+        Route::Collection { res, .. } | Route::Object { res, .. } => res.crd,
+        _ => false,
+    };
+    if custom && !shared.lock().crds_installed {
+        return status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+            None,
+        );
+    }
     match (route, &method) {
         (Route::AccessReview, &Method::POST) => access_review(&shared, req).await,
+        (
+            Route::Object {
+                res,
+                namespace,
+                name,
+            },
+            &Method::PATCH,
+        ) => apply_patch(&shared, res, &namespace, &name, &params, req).await,
         (Route::Version, &Method::GET) => json_response(StatusCode::OK, &version_info()),
         (Route::Health, &Method::GET) => (StatusCode::OK, "ok").into_response(),
         (Route::Collection { res, namespace }, &Method::GET) => match params.flag("watch") {
@@ -943,6 +905,178 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             None,
         ),
     }
+}
+
+/// Stores `obj` as [`FakeApi::apply`] does; also whether it was created. Panics on an object
+/// the fake cannot store.
+fn write_object(shared: &Shared, mut obj: Value, silent: bool) -> (Value, bool) {
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("FakeApi::apply: object has no kind: {obj}"))
+        .to_owned();
+    let res = RESOURCES
+        .iter()
+        .find(|r| r.kind == kind)
+        .unwrap_or_else(|| panic!("FakeApi::apply: kind {kind:?} is not served"));
+    if let Some(api_version) = obj.get("apiVersion").and_then(Value::as_str) {
+        assert_eq!(
+            api_version,
+            res.api_version(),
+            "FakeApi::apply: wrong apiVersion for {kind}"
+        );
+    }
+    obj["apiVersion"] = json!(res.api_version());
+    if obj.get("metadata").is_none_or(Value::is_null) {
+        obj["metadata"] = json!({});
+    }
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        panic!("FakeApi::apply: metadata is not an object");
+    };
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| panic!("FakeApi::apply: {kind} has no metadata.name"))
+        .to_owned();
+    let namespace = if res.namespaced {
+        let ns = meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+            .to_owned();
+        meta.insert("namespace".into(), json!(ns));
+        ns
+    } else {
+        meta.remove("namespace");
+        String::new()
+    };
+    let key: Key = (res.plural, namespace, name);
+
+    let mut store = shared.lock();
+    store.rv += 1;
+    let rv = store.rv;
+    let previous = store.objects.get(&key).cloned();
+    for field in ["uid", "creationTimestamp"] {
+        let missing = meta.get(field).is_none_or(Value::is_null);
+        if missing {
+            let value = match previous.as_ref().and_then(|p| p["metadata"].get(field)) {
+                Some(old) => old.clone(),
+                None if field == "uid" => {
+                    store.next_uid += 1;
+                    json!(format!("00000000-0000-4000-8000-{:012x}", store.next_uid))
+                }
+                None => json!(now_rfc3339()),
+            };
+            meta.insert(field.into(), value);
+        }
+    }
+    meta.insert("resourceVersion".into(), json!(rv.to_string()));
+    store.objects.insert(key, obj.clone());
+    let created = previous.is_none();
+    let kind = if previous.is_some() {
+        ChangeKind::Modified
+    } else {
+        ChangeKind::Added
+    };
+    store.record(
+        Change {
+            rv,
+            res,
+            kind,
+            object: obj.clone(),
+            previous,
+        },
+        silent,
+    );
+    (obj, created)
+}
+
+/// Server-side apply (`PATCH` as `application/apply-patch+yaml`) by a single field manager:
+/// the object becomes what was applied plus what the server sets. Other patch types are 415.
+async fn apply_patch(
+    shared: &Shared,
+    res: &'static Res,
+    namespace: &str,
+    name: &str,
+    params: &Params,
+    req: Request,
+) -> Response {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if content_type != "application/apply-patch+yaml" {
+        return status_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the fake serves only server-side apply, not {content_type:?}"),
+            None,
+        );
+    }
+    if params.get("fieldManager").is_none_or(str::is_empty) {
+        return status_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests"
+                .into(),
+            None,
+        );
+    }
+    if shared.lock().is_forbidden("patch", res) {
+        return forbidden(
+            res,
+            "patch",
+            res.namespaced.then_some(namespace),
+            Some(name),
+        );
+    }
+    let body = match axum::body::to_bytes(req.into_body(), 16 << 20).await {
+        Ok(body) => body,
+        Err(e) => return bad_request(format!("cannot read the body: {e}")),
+    };
+    // kube sends the applied configuration as JSON, which is YAML too.
+    let mut obj: Value = match serde_json::from_slice(&body) {
+        Ok(obj) => obj,
+        Err(e) => return bad_request(format!("the fake reads apply patches as JSON only: {e}")),
+    };
+    if obj["kind"] != res.kind || obj["apiVersion"] != res.api_version().as_str() {
+        return bad_request(format!(
+            "the object is a {} {}, not a {} {}",
+            obj["apiVersion"],
+            obj["kind"],
+            res.api_version(),
+            res.kind
+        ));
+    }
+    if obj["metadata"]["name"] != name {
+        return bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            obj["metadata"]["name"]
+        ));
+    }
+    if res.namespaced {
+        if obj["metadata"]["namespace"]
+            .as_str()
+            .is_some_and(|n| n != namespace)
+        {
+            return bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+                    .into(),
+            );
+        }
+        obj["metadata"]["namespace"] = json!(namespace);
+    }
+    let (stored, created) = write_object(shared, obj, false);
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json_response(code, &stored)
 }
 
 fn wants_partial(headers: &HeaderMap) -> bool {
