@@ -153,14 +153,19 @@ async fn apply_reports(client: &kube::Client, reports: &[serde_json::Value]) -> 
         api.patch(policyreport::NAME, &params, &Patch::Apply(report))
             .await
             .map_err(|e| {
-                format!(
-                    "{} (is the PolicyReport CRD wgpolicyk8s.io/v1alpha2 installed?)",
-                    client::explain(
-                        "apply",
-                        &format!("policyreports in namespace {namespace}"),
-                        &e
-                    )
-                )
+                let what = format!("policyreports in namespace {namespace}");
+                match &e {
+                    // Not the webhook's read permissions: whoever runs scan needs to write.
+                    kube::Error::Api(status) if status.code == 403 => format!(
+                        "missing permission: cannot apply {what} ({}); grant patch and create on policyreports.wgpolicyk8s.io to the account scan --apply runs as",
+                        status.message
+                    ),
+                    kube::Error::Api(status) if status.code == 404 => format!(
+                        "{} (is the PolicyReport CRD wgpolicyk8s.io/v1alpha2 installed?)",
+                        client::explain("apply", &what, &e)
+                    ),
+                    _ => client::explain("apply", &what, &e),
+                }
             })?;
     }
     Ok(())

@@ -269,7 +269,7 @@ async fn admit(
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large());
     }
-    // Waiting for room, reading the body and judging it count against one deadline.
+    // Waiting for room and reading the body count against one deadline.
     let deadline = tokio::time::Instant::from_std(started + state.request_timeout);
     let no_room = |len: u64| {
         format!(
@@ -279,8 +279,8 @@ async fn admit(
             large::DEFAULT_BUDGET / (1024 * 1024),
         )
     };
-    // Room is taken before the body is read when its length is declared (the API server
-    // always declares it): sixteen near-limit bodies read at once are 50 MiB by themselves.
+    // Room is taken before the body is read when its length is declared (the API server's
+    // client declares it): sixteen near-limit bodies read at once are 45 MiB by themselves.
     let mut room = None;
     if let Some(len) = declared {
         match tokio::time::timeout_at(deadline, state.large_reviews.admit(len)).await {
