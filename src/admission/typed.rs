@@ -128,6 +128,10 @@ struct SubsetText {
 /// and moved into `Vec<T>` once its length is known.
 struct Grown<T, C>(Vec<T>, PhantomData<C>);
 
+/// Lists up to this long are grown in their own type: the compact form only pays off for
+/// long ones, and costs two more allocations.
+const SHORT_LIST: usize = 64;
+
 type Addresses = Grown<EndpointAddress, CompactAddress>;
 type SliceEndpoints = Grown<Endpoint, CompactEndpoint>;
 
@@ -150,7 +154,15 @@ where
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut compact = Vec::new();
+                // Short lists, the everyday ones, are read straight into their type.
+                let mut short = Vec::new();
+                while short.len() < SHORT_LIST {
+                    match seq.next_element::<T>()? {
+                        Some(element) => short.push(element),
+                        None => return Ok(Grown(short, PhantomData)),
+                    }
+                }
+                let mut compact: Vec<C> = short.into_iter().map(C::from).collect();
                 while let Some(element) = seq.next_element::<T>()? {
                     compact.push(C::from(element));
                 }
@@ -413,12 +425,19 @@ mod tests {
                 "{kind}"
             );
         }
-        // A wrong element is refused as k8s-openapi refuses it.
-        let text = r#"{"subsets":[{"addresses":[{"ip":"10.0.0.1"},{"ip":7}]}]}"#;
-        assert_eq!(
-            read("Endpoints", text).map_err(|e| e.to_string()),
-            as_k8s_openapi_reads("Endpoints", text).map_err(|e| e.to_string())
-        );
+        // A wrong element, in a short list or past its end, is refused as k8s-openapi
+        // refuses it.
+        for before in [1, SHORT_LIST, 100] {
+            let text = format!(
+                r#"{{"subsets":[{{"addresses":[{}{{"ip":7}}]}}]}}"#,
+                r#"{"ip":"10.0.0.1"},"#.repeat(before)
+            );
+            assert_eq!(
+                read("Endpoints", &text).map_err(|e| e.to_string()),
+                as_k8s_openapi_reads("Endpoints", &text).map_err(|e| e.to_string()),
+                "{before}"
+            );
+        }
     }
 
     #[test]

@@ -31,9 +31,14 @@ impl LargeReviews {
         }
     }
 
+    /// Whether a body of `len` bytes needs room; the everyday ones do not.
+    pub fn is_large(len: u64) -> bool {
+        len >= LARGE_REVIEW as u64
+    }
+
     /// The part of the budget a body of `len` bytes takes: none for a small one.
     fn units_for(&self, len: u64) -> Option<u32> {
-        if len < LARGE_REVIEW as u64 {
+        if !LargeReviews::is_large(len) {
             return None;
         }
         let units = len.div_ceil(UNIT as u64);

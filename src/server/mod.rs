@@ -283,7 +283,7 @@ async fn admit(
     // client declares it): sixteen near-limit bodies read at once are 45 MiB by themselves.
     let mut room = None;
     if let Some(len) = declared {
-        match tokio::time::timeout_at(deadline, state.large_reviews.admit(len)).await {
+        match room_for(&state, len, deadline).await {
             Ok(permit) => room = permit,
             Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, no_room(len)),
         }
@@ -310,7 +310,7 @@ async fn admit(
     // A body sent without a declared length is counted once it is here.
     if declared.is_none() {
         let len = body.len() as u64;
-        match tokio::time::timeout_at(deadline, state.large_reviews.admit(len)).await {
+        match room_for(&state, len, deadline).await {
             Ok(permit) => room = permit,
             Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, no_room(len)),
         }
@@ -357,6 +357,19 @@ async fn admit(
         answer,
     )
         .into_response()
+}
+
+/// Room to read and judge a body of `len` bytes, waiting until `deadline` at most. Small
+/// bodies get none at once, without arming a timer on the request path.
+async fn room_for(
+    state: &State,
+    len: u64,
+    deadline: tokio::time::Instant,
+) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, tokio::time::error::Elapsed> {
+    if !LargeReviews::is_large(len) {
+        return Ok(None);
+    }
+    tokio::time::timeout_at(deadline, state.large_reviews.admit(len)).await
 }
 
 /// A denial that rests on other objects is only as good as the cache's knowledge of them:
