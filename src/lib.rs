@@ -9,6 +9,7 @@ pub mod admission;
 pub mod cli;
 pub mod cluster;
 pub mod finding;
+pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod mutation;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use crate::cluster::client::Credentials;
+use crate::logging;
 use crate::server::{self, ClusterConfig, Config};
 
 #[derive(Debug, clap::Args)]
@@ -103,26 +104,46 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Log lines are written by a thread of their own, batched into one write when they come
-/// faster than the output takes them: a decision line per request must not cost every
-/// request a `write` to a pipe. Lines are never dropped (a full queue makes callers wait,
-/// as a direct write would). The guard flushes what is queued when `serve` returns.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// faster than the output takes them ([`logging`]): a decision line per request must not cost
+/// every request a `write` to a pipe. Lines are never dropped (a full queue makes callers
+/// wait, as a direct write would). The guard flushes what is queued when `serve` returns.
+fn init_logging(format: LogFormat) -> Option<logging::Flush> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("extsvc-guard-log")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let (sink, flush) = match logging::start(std::io::stdout()) {
+        Ok((sink, flush)) => (sink, Some(flush)),
+        // No thread to spare: the lines are written by the threads that log them.
+        Err(_) => return init_direct_logging(format, filter, ansi),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(writer);
+        .with_writer(sink.clone());
+    let _ = match format {
+        LogFormat::Json => {
+            logging::write_decisions_as_json(sink);
+            builder.json().flatten_event(true).try_init()
+        }
+        LogFormat::Text => builder.try_init(),
+    };
+    flush
+}
+
+fn init_direct_logging(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    ansi: bool,
+) -> Option<logging::Flush> {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stdout);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    guard
+    None
 }
 
 pub fn run(args: ServeArgs) -> u8 {

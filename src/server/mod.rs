@@ -31,6 +31,7 @@ use crate::cluster::cache::ClusterCache;
 use crate::cluster::client::{self, ConnectError, Credentials};
 use crate::cluster::fresh::{FreshReads, FreshScope, Reader};
 use crate::cluster::{ClusterView, LabelsOnly, NoClusterView, Overlay, watch};
+use crate::logging::DecisionLine;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use connections::ConnectionLimit;
@@ -433,22 +434,21 @@ async fn confirm(
 }
 
 fn log_decision(path: &str, d: &Decision, dry_run: bool, elapsed: Duration) {
-    let denial = d.status.as_ref().map(|s| s.message.as_str()).unwrap_or("");
-    tracing::info!(
+    DecisionLine {
         path,
-        uid = %d.uid,
-        kind = d.kind,
-        namespace = %d.namespace,
-        name = %d.name,
-        operation = d.operation,
+        uid: &d.uid,
+        kind: d.kind,
+        namespace: &d.namespace,
+        name: &d.name,
+        operation: d.operation,
         dry_run,
-        verdict = d.verdict.as_str(),
-        rules = %d.rule_ids().join(","),
-        patch_ops = d.patch.len(),
-        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        denial,
-        "decision"
-    );
+        verdict: d.verdict.as_str(),
+        rules: &d.rule_ids(),
+        patch_ops: d.patch.len(),
+        latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        denial: d.status.as_ref().map(|s| s.message.as_str()).unwrap_or(""),
+    }
+    .log();
 }
 
 fn too_large() -> String {
