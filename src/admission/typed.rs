@@ -22,7 +22,6 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     ManagedFieldsEntry, ObjectMeta, OwnerReference, Time,
 };
-use serde::de::Error as _;
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -30,10 +29,22 @@ use crate::object::Object;
 
 /// Reads `text` as the judged `kind` ("Service", "Endpoints" or "EndpointSlice").
 pub(super) fn read(kind: &str, text: &str) -> Result<Object, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let object = read_from(kind, &mut deserializer)?;
+    deserializer.end()?;
+    Ok(object)
+}
+
+/// Reads the next value of `deserializer` as the judged `kind`: what [`read`] does with a
+/// text, done in place while the review around the object is read.
+pub(super) fn read_from<'de, D: Deserializer<'de>>(
+    kind: &str,
+    deserializer: D,
+) -> Result<Object, D::Error> {
     Ok(match kind {
         "Service" => {
-            let s: ServiceText = serde_json::from_str(text)?;
-            check_type(s.api_version, s.kind, "v1", "Service")?;
+            let s = ServiceText::deserialize(deserializer)?;
+            check_type::<D::Error>(s.api_version, s.kind, "v1", "Service")?;
             Object::Service(Service {
                 metadata: object_meta(s.metadata),
                 spec: s.spec,
@@ -41,8 +52,8 @@ pub(super) fn read(kind: &str, text: &str) -> Result<Object, serde_json::Error> 
             })
         }
         "Endpoints" => {
-            let e: EndpointsText = serde_json::from_str(text)?;
-            check_type(e.api_version, e.kind, "v1", "Endpoints")?;
+            let e = EndpointsText::deserialize(deserializer)?;
+            check_type::<D::Error>(e.api_version, e.kind, "v1", "Endpoints")?;
             Object::Endpoints(Endpoints {
                 metadata: object_meta(e.metadata),
                 subsets: e.subsets.map(|subsets| {
@@ -58,8 +69,8 @@ pub(super) fn read(kind: &str, text: &str) -> Result<Object, serde_json::Error> 
             })
         }
         _ => {
-            let s: EndpointSliceText = serde_json::from_str(text)?;
-            check_type(
+            let s = EndpointSliceText::deserialize(deserializer)?;
+            check_type::<D::Error>(
                 s.api_version,
                 s.kind,
                 "discovery.k8s.io/v1",
@@ -76,20 +87,17 @@ pub(super) fn read(kind: &str, text: &str) -> Result<Object, serde_json::Error> 
 }
 
 /// As k8s-openapi: an `apiVersion` or `kind` that is there must be the one read.
-fn check_type(
+fn check_type<E: serde::de::Error>(
     api_version: Option<String>,
     kind: Option<String>,
     want_version: &'static str,
     want_kind: &'static str,
-) -> Result<(), serde_json::Error> {
+) -> Result<(), E> {
     for (found, want) in [(api_version, want_version), (kind, want_kind)] {
         if let Some(found) = found
             && found != want
         {
-            return Err(serde_json::Error::invalid_value(
-                serde::de::Unexpected::Str(&found),
-                &want,
-            ));
+            return Err(E::invalid_value(serde::de::Unexpected::Str(&found), &want));
         }
     }
     Ok(())

@@ -50,7 +50,7 @@ pub fn check_body(body: &[u8]) -> Option<Request> {
             for policy in request_policies() {
                 for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
                     let decision = admission::decide(&request, &NoClusterView, policy, endpoint);
-                    check_decision(&request, &decision, endpoint);
+                    check_decision(body, &request, &decision, endpoint);
                 }
             }
             Some(request)
@@ -58,9 +58,9 @@ pub fn check_body(body: &[u8]) -> Option<Request> {
     }
 }
 
-/// Checks the answer to a request that was read: well-formed, and a patch (mutating side
-/// only) that applies to the request's object.
-pub fn check_decision(request: &Request, decision: &Decision, endpoint: Endpoint) {
+/// Checks the answer to a request that was read from `body`: well-formed, and a patch
+/// (mutating side only) that applies to the request's object.
+pub fn check_decision(body: &[u8], request: &Request, decision: &Decision, endpoint: Endpoint) {
     let json = check_answer(&decision.to_json(), &request.uid);
     let response = &json["response"];
     if endpoint == Endpoint::Validate {
@@ -82,16 +82,17 @@ pub fn check_decision(request: &Request, decision: &Decision, endpoint: Endpoint
     );
     let patch: json_patch::Patch = serde_json::from_value(ops.clone())
         .unwrap_or_else(|e| panic!("the patch is not RFC 6902 ({e}): {ops}"));
-    let raw = request
-        .object
-        .as_ref()
-        .expect("a patch is only made for a request with an object");
+    assert!(
+        request.object.is_some(),
+        "a patch is only made for a request with an object"
+    );
     // An object nested deeper than serde_json's 128 levels (in a field the object's type
     // skips) cannot be rebuilt here; the API server never sends one (it refuses
     // 10,000-deep JSON itself), so the patch is only checked to be well-formed.
-    let Ok(mut object) = serde_json::from_str::<Value>(raw.get()) else {
+    let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
         return;
     };
+    let mut object = review["request"]["object"].take();
     if let Err(e) = json_patch::patch(&mut object, &patch) {
         panic!("the patch does not apply to the request's object ({e}): {ops}");
     }
