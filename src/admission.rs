@@ -313,15 +313,19 @@ pub struct BadReview {
 
 /// Reads a request body.
 pub fn parse(body: &[u8]) -> Result<Request, BadReview> {
-    match serde_json::from_slice::<Review<InPlace>>(body) {
-        Ok(review) => checked(Review {
+    // Checked as UTF-8 once, rather than string by string as the objects are read.
+    let read = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Review<InPlace>>(text).ok());
+    match read {
+        Some(review) => checked(Review {
             api_version: review.api_version,
             kind: review.kind,
             request: review.request.map(|r| r.0),
         }),
         // Read again with the objects kept raw: the error, if it is one, is then the
         // review's own, and an object that is no Service (say) is told as such by `prepare`.
-        Err(_) => parse_deferred(body),
+        None => parse_deferred(body),
     }
 }
 
