@@ -120,25 +120,60 @@ struct Review<R> {
 
 /// A request whose objects are read in the same pass as the review: one pass over the
 /// bytes instead of two (the raw extent, then the object). Any error makes [`parse`] read
-/// the review again as [`Deferred`], so errors read exactly as they did.
+/// the review again as a [`deferred::Request`], so errors read exactly as they did.
 struct InPlace(Request);
 
-/// A request whose objects stay raw until [`prepare`] reads them.
-struct Deferred(Request);
+/// A request whose objects stay raw until [`prepare`] reads them: read by serde's derive, as
+/// every request was before the in-place reading, so that its errors are the ones they were.
+mod deferred {
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
 
-impl<'de> Deserialize<'de> for InPlace {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_map(RequestVisitor { in_place: true })
-            .map(InPlace)
+    use super::{GroupVersionKind, Operation, ReviewObject, UserInfo};
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct Request {
+        uid: String,
+        kind: GroupVersionKind,
+        #[serde(default)]
+        sub_resource: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        namespace: Option<String>,
+        operation: Operation,
+        #[serde(default)]
+        user_info: UserInfo,
+        #[serde(default)]
+        object: Option<Box<RawValue>>,
+        #[serde(default)]
+        old_object: Option<Box<RawValue>>,
+        #[serde(default)]
+        dry_run: Option<bool>,
+    }
+
+    impl From<Request> for super::Request {
+        fn from(r: Request) -> super::Request {
+            super::Request {
+                uid: r.uid,
+                kind: r.kind,
+                sub_resource: r.sub_resource,
+                name: r.name,
+                namespace: r.namespace,
+                operation: r.operation,
+                user_info: r.user_info,
+                object: r.object.map(ReviewObject::Raw),
+                old_object: r.old_object.map(ReviewObject::Raw),
+                dry_run: r.dry_run,
+            }
+        }
     }
 }
 
-impl<'de> Deserialize<'de> for Deferred {
+impl<'de> Deserialize<'de> for InPlace {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_map(RequestVisitor { in_place: false })
-            .map(Deferred)
+        deserializer.deserialize_map(RequestVisitor).map(InPlace)
     }
 }
 
@@ -159,9 +194,10 @@ enum RequestField {
     Other,
 }
 
-struct RequestVisitor {
-    in_place: bool,
-}
+/// Reads a request field by field, the objects in place. It need only be right when it
+/// succeeds: on any error (a field twice, a request that is no JSON object) [`parse`] reads
+/// the review again with serde's derive.
+struct RequestVisitor;
 
 /// Reads an object in place as `kind`; `null` is no object.
 struct ObjectSeed(&'static str);
@@ -229,18 +265,9 @@ impl<'de> serde::de::Visitor<'de> for RequestVisitor {
                         RequestField::Object => (&mut object, "object"),
                         _ => (&mut old_object, "oldObject"),
                     };
-                    let read_as = kind
-                        .as_ref()
-                        .and_then(judged_kind)
-                        .filter(|_| self.in_place)
-                        .filter(|_| {
-                            worth_reading(
-                                label,
-                                operation,
-                                sub_resource.as_ref(),
-                                user_info.as_ref(),
-                            )
-                        });
+                    let read_as = kind.as_ref().and_then(judged_kind).filter(|_| {
+                        worth_reading(label, operation, sub_resource.as_ref(), user_info.as_ref())
+                    });
                     let value = match read_as {
                         Some(kind) => map
                             .next_value_seed(ObjectSeed(kind))?
@@ -330,16 +357,17 @@ pub fn parse(body: &[u8]) -> Result<Request, BadReview> {
 }
 
 fn parse_deferred(body: &[u8]) -> Result<Request, BadReview> {
-    let review: Review<Deferred> = serde_json::from_slice(body).map_err(|e| BadReview {
-        uid: serde_json::from_slice::<UidOnly>(body)
-            .ok()
-            .map(|u| u.request.uid),
-        message: format!("the request body is not a valid AdmissionReview: {e}"),
-    })?;
+    let review: Review<deferred::Request> =
+        serde_json::from_slice(body).map_err(|e| BadReview {
+            uid: serde_json::from_slice::<UidOnly>(body)
+                .ok()
+                .map(|u| u.request.uid),
+            message: format!("the request body is not a valid AdmissionReview: {e}"),
+        })?;
     checked(Review {
         api_version: review.api_version,
         kind: review.kind,
-        request: review.request.map(|r| r.0),
+        request: review.request.map(Request::from),
     })
 }
 

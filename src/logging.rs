@@ -36,7 +36,13 @@ struct Shared {
 struct Pending {
     buf: Vec<u8>,
     closed: bool,
+    /// The writer thread has written everything and stopped.
+    done: bool,
 }
+
+/// Longest wait at exit for the pending lines to be written: an output that takes nothing
+/// (a stalled pipe) must not keep the process from exiting.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -92,7 +98,11 @@ fn write_lines(shared: &Shared, mut output: impl Write) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
             if pending.buf.is_empty() {
-                return; // closed, and everything written
+                // Closed, and everything written.
+                pending.done = true;
+                drop(pending);
+                shared.room.notify_all();
+                return;
             }
             std::mem::swap(&mut pending.buf, &mut batch);
         }
@@ -150,9 +160,24 @@ impl<'a> MakeWriter<'a> for LineSink {
 
 impl Drop for Flush {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
+        let deadline = std::time::Instant::now() + FLUSH_TIMEOUT;
+        let mut pending = self.shared.lock();
+        pending.closed = true;
         self.shared.lines.notify_one();
         self.shared.room.notify_all();
+        while !pending.done {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return; // the thread is stuck in a write: leave it
+            }
+            pending = self
+                .shared
+                .room
+                .wait_timeout(pending, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(pending);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -193,7 +218,24 @@ impl DecisionLine<'_> {
     /// Logs the line: as JSON written directly when `serve` logs JSON, through tracing
     /// otherwise. `RUST_LOG` applies either way.
     pub fn log(&self) {
-        if !tracing::enabled!(target: DECISION_TARGET, tracing::Level::INFO) {
+        // The event's fields named, as a filter directive may select by them.
+        if !tracing::event_enabled!(
+            target: DECISION_TARGET,
+            tracing::Level::INFO,
+            message,
+            path,
+            uid,
+            kind,
+            namespace,
+            name,
+            operation,
+            dry_run,
+            verdict,
+            rules,
+            patch_ops,
+            latency_us,
+            denial
+        ) {
             return;
         }
         match JSON_DECISIONS.get() {
@@ -205,10 +247,10 @@ impl DecisionLine<'_> {
             None => tracing::info!(
                 target: DECISION_TARGET,
                 path = self.path,
-                uid = self.uid,
+                uid = %self.uid,
                 kind = self.kind,
-                namespace = self.namespace,
-                name = self.name,
+                namespace = %self.namespace,
+                name = %self.name,
                 operation = self.operation,
                 dry_run = self.dry_run,
                 verdict = self.verdict,
@@ -422,6 +464,19 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn an_output_that_never_takes_a_line_does_not_keep_the_process_from_exiting() {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let (sink, flush) = start(Gate(Arc::clone(&gate), Arc::new(Mutex::new(0)))).unwrap();
+        sink.push(b"stuck\n");
+        let started = std::time::Instant::now();
+        drop(flush);
+        // Returned (after FLUSH_TIMEOUT) although the writer thread is still in its write.
+        assert!(started.elapsed() >= FLUSH_TIMEOUT);
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
     }
 
     #[test]

@@ -464,6 +464,28 @@ mod tests {
         assert_eq!(entries[0].fields_v1, None);
     }
 
+    /// The API server validates managed fields on every write; what it stores is never
+    /// malformed, and the webhook no longer reads what no rule needs to find out.
+    #[test]
+    fn of_a_managers_entry_only_the_name_is_read_and_the_rest_may_be_anything() {
+        let text = r#"{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"db",
+            "managedFields":[{"manager":"kubectl","operation":5,"time":"not a time",
+            "apiVersion":[],"subresource":{}}]}}"#;
+        let Object::Endpoints(e) = read("Endpoints", text).expect("reads") else {
+            panic!("not Endpoints");
+        };
+        let entries = e.metadata.managed_fields.expect("managed fields");
+        assert_eq!(
+            entries[0],
+            ManagedFieldsEntry {
+                manager: Some("kubectl".to_owned()),
+                ..ManagedFieldsEntry::default()
+            }
+        );
+        let wrong_manager = text.replace(r#""kubectl""#, "7");
+        assert!(read("Endpoints", &wrong_manager).is_err());
+    }
+
     #[test]
     fn a_wrong_kind_or_api_version_is_refused_as_k8s_openapi_refuses_it() {
         for text in [

@@ -58,6 +58,18 @@ pub fn check_body(body: &[u8]) -> Option<Request> {
     }
 }
 
+/// The object of a review, as raw JSON: read as a `Value` by itself, it has the whole of
+/// serde_json's nesting limit.
+#[derive(serde::Deserialize)]
+struct ObjectOnly {
+    request: ObjectOnlyRequest,
+}
+
+#[derive(serde::Deserialize)]
+struct ObjectOnlyRequest {
+    object: Box<serde_json::value::RawValue>,
+}
+
 /// Checks the answer to a request that was read from `body`: well-formed, and a patch
 /// (mutating side only) that applies to the request's object.
 pub fn check_decision(body: &[u8], request: &Request, decision: &Decision, endpoint: Endpoint) {
@@ -89,10 +101,12 @@ pub fn check_decision(body: &[u8], request: &Request, decision: &Decision, endpo
     // An object nested deeper than serde_json's 128 levels (in a field the object's type
     // skips) cannot be rebuilt here; the API server never sends one (it refuses
     // 10,000-deep JSON itself), so the patch is only checked to be well-formed.
-    let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+    let Ok(raw) = serde_json::from_slice::<ObjectOnly>(body) else {
         return;
     };
-    let mut object = review["request"]["object"].take();
+    let Ok(mut object) = serde_json::from_str::<Value>(raw.request.object.get()) else {
+        return;
+    };
     if let Err(e) = json_patch::patch(&mut object, &patch) {
         panic!("the patch does not apply to the request's object ({e}): {ops}");
     }
