@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use tracing_subscriber::fmt::MakeWriter;
 
 use crate::cluster::client::Credentials;
 use crate::logging;
@@ -106,44 +107,39 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Log lines are written by a thread of their own, batched into one write when they come
 /// faster than the output takes them ([`logging`]): a decision line per request must not cost
 /// every request a `write` to a pipe. Lines are never dropped (a full queue makes callers
-/// wait, as a direct write would). The guard flushes what is queued when `serve` returns.
+/// wait, as a direct write would). The guard writes what is pending when `serve` returns
+/// (within 2 s: a stalled stdout must not keep the process from exiting).
 fn init_logging(format: LogFormat) -> Option<logging::Flush> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (sink, flush) = match logging::start(std::io::stdout()) {
-        Ok((sink, flush)) => (sink, Some(flush)),
-        // No thread to spare: the lines are written by the threads that log them.
-        Err(_) => return init_direct_logging(format, filter, ansi),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(sink.clone());
-    let _ = match format {
-        LogFormat::Json => {
-            logging::write_decisions_as_json(sink);
-            builder.json().flatten_event(true).try_init()
+    match logging::start(std::io::stdout()) {
+        Ok((sink, flush)) => {
+            if format == LogFormat::Json {
+                logging::write_decisions_as_json(sink.clone());
+            }
+            install_subscriber(format, sink);
+            Some(flush)
         }
-        LogFormat::Text => builder.try_init(),
-    };
-    flush
+        // No thread to spare: the lines are written by the threads that log them.
+        Err(_) => {
+            install_subscriber(format, std::io::stdout);
+            None
+        }
+    }
 }
 
-fn init_direct_logging(
-    format: LogFormat,
-    filter: tracing_subscriber::EnvFilter,
-    ansi: bool,
-) -> Option<logging::Flush> {
+fn install_subscriber<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stdout);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    None
 }
 
 pub fn run(args: ServeArgs) -> u8 {
