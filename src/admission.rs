@@ -307,15 +307,29 @@ fn worth_reading(
     sub_resource: Option<&Option<String>>,
     user_info: Option<&UserInfo>,
 ) -> bool {
-    let judged_operation = match operation {
+    let read_by_operation = match operation {
         Some(Operation::Create) => field == "object",
-        Some(Operation::Update) | None => true,
         Some(Operation::Delete) => field == "oldObject",
-        Some(Operation::Connect) => false,
+        Some(Operation::Update | Operation::Connect) | None => true,
     };
-    judged_operation
-        && sub_resource.is_none_or(|s| s.as_deref().is_none_or(str::is_empty))
-        && !user_info.is_some_and(|u| is_control_plane_user(&u.username))
+    read_by_operation
+        && !left_alone(
+            operation,
+            sub_resource.and_then(Option::as_deref),
+            user_info.map(|u| u.username.as_str()),
+        )
+}
+
+/// Requests no rule judges, whatever their object: a subresource, a control-plane writer,
+/// a CONNECT. What is not known (yet) does not leave a request alone.
+fn left_alone(
+    operation: Option<Operation>,
+    sub_resource: Option<&str>,
+    username: Option<&str>,
+) -> bool {
+    sub_resource.is_some_and(|s| !s.is_empty())
+        || username.is_some_and(is_control_plane_user)
+        || operation == Some(Operation::Connect)
 }
 
 /// Just enough of a review to answer it: its uid.
@@ -675,13 +689,11 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Prepared<'_> {
         return Prepared::Answered(Decision::new(request, "other").skipped());
     };
     let operation = request.operation;
-    if request
-        .sub_resource
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-        || is_control_plane_user(&request.user_info.username)
-        || operation == Operation::Connect
-        || (endpoint == Endpoint::Mutate && operation == Operation::Delete)
+    if left_alone(
+        Some(operation),
+        request.sub_resource.as_deref(),
+        Some(&request.user_info.username),
+    ) || (endpoint == Endpoint::Mutate && operation == Operation::Delete)
     {
         return Prepared::Answered(Decision::new(request, kind).skipped());
     }

@@ -315,6 +315,7 @@ struct ManagerText {
     manager: Option<String>,
 }
 
+/// The metadata read, as k8s-openapi's type (empty when the object has none).
 fn object_meta(meta: Option<MetaText>) -> ObjectMeta {
     let Some(m) = meta else {
         return ObjectMeta::default();
