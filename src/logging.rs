@@ -239,11 +239,15 @@ impl DecisionLine<'_> {
             return;
         }
         match JSON_DECISIONS.get() {
-            Some(sink) => {
-                let mut line = Vec::with_capacity(512);
-                self.write_json(jiff::Timestamp::now(), &mut line);
-                sink.push(&line);
-            }
+            Some(sink) => LINE.with_borrow_mut(|line| {
+                line.clear();
+                self.write_json(jiff::Timestamp::now(), line);
+                sink.push(line);
+                // A rare huge denial does not pin its buffer to the thread.
+                if line.capacity() > LINE_KEPT {
+                    *line = Vec::with_capacity(LINE_START);
+                }
+            }),
             None => tracing::info!(
                 target: DECISION_TARGET,
                 path = self.path,
@@ -284,7 +288,7 @@ impl DecisionLine<'_> {
         }
         let _ = write!(out, ",\"dry_run\":{}", self.dry_run);
         json_field(out, "verdict", self.verdict);
-        json_field(out, "rules", &self.rules.join(","));
+        write_rules(out, self.rules);
         let _ = write!(
             out,
             ",\"patch_ops\":{},\"latency_us\":{}",
@@ -302,6 +306,34 @@ fn json_field(out: &mut Vec<u8>, key: &str, value: &str) {
     out.extend_from_slice(b"\":");
     // A &str always serializes.
     let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// `"rules":"A,B"` as `json_field` would write the joined ids, without joining them first.
+fn write_rules(out: &mut Vec<u8>, rules: &[&str]) {
+    // Rule ids are plain ASCII; anything that would need escaping takes the general path.
+    let plain = |r: &&str| r.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if !rules.iter().all(plain) {
+        json_field(out, "rules", &rules.join(","));
+        return;
+    }
+    out.extend_from_slice(b",\"rules\":\"");
+    for (i, rule) in rules.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(rule.as_bytes());
+    }
+    out.push(b'"');
+}
+
+/// Sizes of the per-thread line buffer: its first allocation, and the most it keeps.
+const LINE_START: usize = 512;
+const LINE_KEPT: usize = 16 * 1024;
+
+thread_local! {
+    /// The decision line being written on this thread, reused so a line costs no allocation.
+    static LINE: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(LINE_START));
 }
 
 struct Rules<'a>(&'a [&'a str]);
@@ -388,6 +420,27 @@ mod tests {
             let theirs = as_tracing_writes(&line);
             assert_eq!(after_timestamp(&ours), after_timestamp(&theirs));
             serde_json::from_slice::<serde_json::Value>(&ours).expect("one JSON line");
+        }
+    }
+
+    #[test]
+    fn rule_ids_are_written_as_their_joined_json_string_even_when_they_need_escaping() {
+        let cases: [&[&str]; 5] = [
+            &[],
+            &["endpoints-orphaned"],
+            &["endpoints-orphaned", "target-disallowed"],
+            &["quote\"d", "back\\slash"],
+            &["tab\there", "ünïcode"],
+        ];
+        for rules in cases {
+            let (mut direct, mut joined) = (Vec::new(), Vec::new());
+            write_rules(&mut direct, rules);
+            json_field(&mut joined, "rules", &rules.join(","));
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&joined),
+                "{rules:?}"
+            );
         }
     }
 

@@ -126,12 +126,18 @@ fn init_logging(format: LogFormat) -> Option<logging::Flush> {
     }
 }
 
+/// The log filter when `RUST_LOG` is unset. rustls warns on every connection from a client
+/// that sends an IP address as TLS server name (curl or a load tool pointed at 127.0.0.1;
+/// the API server sends the Service's DNS name), and the connection goes on: a line per
+/// connection that asks nothing of the operator.
+const DEFAULT_LOG_FILTER: &str = "info,rustls=error";
+
 fn install_subscriber<W>(format: LogFormat, writer: W)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
