@@ -673,8 +673,89 @@ fn scan_apply_writes_one_policy_report_per_namespace_by_server_side_apply() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("missing permission: cannot apply policyreports in namespace default")
-            && stderr.contains("grant patch and create on policyreports.wgpolicyk8s.io"),
+            && stderr
+                .contains("grant patch, create, list and delete on policyreports.wgpolicyk8s.io"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn scan_apply_deletes_its_report_where_nothing_is_left_to_judge_within_its_scope_only() {
+    let cluster = ScanCluster::start();
+    let api = &cluster.api;
+    api.install_crds();
+    let report = |namespace: &str, name: &str, managed_by: &str| {
+        json!({
+            "apiVersion": "wgpolicyk8s.io/v1alpha2",
+            "kind": "PolicyReport",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": managed_by},
+            },
+            "results": [],
+        })
+    };
+    // Left by an earlier scan in a namespace whose objects have gone since, and two that
+    // are not ours: another tool's, and one that only shares the name.
+    api.apply(report("old", "extsvc-guard", "extsvc-guard"));
+    api.apply(report("old", "kyverno-polr", "kyverno"));
+    api.apply(report("other", "extsvc-guard", "someone-else"));
+    let scan_apply = |extra: &[&str]| {
+        let out = cluster.scan(&[&["--format", "policyreport", "--apply"], extra].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    let present =
+        |namespace: &str, name: &str| api.object("PolicyReport", namespace, name).is_some();
+
+    // Scanning default only: the report in old is outside the scan and stays.
+    let (code, stderr) = scan_apply(&["-n", "default"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(present("default", "extsvc-guard") && present("old", "extsvc-guard"));
+    assert!(!stderr.contains("deleted"), "{stderr}");
+
+    // default's Service and Endpoints are deleted: its report goes with them.
+    api.delete("Service", "default", "mysql-svc");
+    api.delete("Endpoints", "default", "mysql-ep");
+    let (code, stderr) = scan_apply(&["-n", "default"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!present("default", "extsvc-guard"));
+    assert!(
+        stderr.contains("applied 0 PolicyReport(s) named extsvc-guard; deleted the one(s) in default, where nothing is judged any more"),
+        "{stderr}"
+    );
+    assert!(present("old", "extsvc-guard"));
+
+    // Without the permission to delete: which permission is missing, and nothing deleted.
+    api.forbid("delete", "policyreports");
+    let (code, stderr) = scan_apply(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("missing permission: cannot delete the stale policyreport in namespace old")
+            && stderr
+                .contains("grant patch, create, list and delete on policyreports.wgpolicyk8s.io"),
+        "{stderr}"
+    );
+    assert!(present("old", "extsvc-guard"));
+    api.allow("delete", "policyreports");
+
+    // The whole cluster: the stale one in old goes; what is not ours stays.
+    let (code, stderr) = scan_apply(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("deleted the one(s) in old"), "{stderr}");
+    assert!(!present("old", "extsvc-guard"));
+    assert!(present("old", "kyverno-polr") && present("other", "extsvc-guard"));
+    let deletes: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("DELETE "))
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        3,
+        "default, the refused one, old: {deletes:?}"
     );
 }
 

@@ -4,7 +4,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use std::collections::BTreeSet;
+
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 
 use crate::cli::check::{exit_code, use_color};
@@ -128,21 +130,103 @@ async fn scan(args: &ScanArgs, policy: &Policy) -> Result<u8, String> {
         .map_err(|e| format!("cannot write the report: {e}"))?;
     if args.apply {
         apply_reports(&client, &reports).await?;
+        let pruned = prune_reports(&client, &args.namespace, &reports).await?;
         eprintln!(
-            "applied {} PolicyReport(s) named {}",
+            "applied {} PolicyReport(s) named {}{}",
             reports.len(),
-            policyreport::NAME
+            policyreport::NAME,
+            match pruned.len() {
+                0 => String::new(),
+                _ => format!(
+                    "; deleted the one(s) in {}, where nothing is judged any more",
+                    pruned.join(", ")
+                ),
+            }
         );
     }
     Ok(exit_code(&report, args.fail_on))
 }
 
-/// Server-side applies each report, owned by field manager `extsvc-guard`.
-async fn apply_reports(client: &kube::Client, reports: &[serde_json::Value]) -> Result<(), String> {
-    let resource = ApiResource::from_gvk_with_plural(
+fn report_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", policyreport::KIND),
         "policyreports",
-    );
+    )
+}
+
+/// Deletes our report in each scanned namespace that got none this time (its last judged
+/// object is gone): left alone, it would go on showing the old failures on the dashboards.
+/// Only reports named and labelled as ours are touched. Returns their namespaces.
+async fn prune_reports(
+    client: &kube::Client,
+    scope: &[String],
+    written: &[serde_json::Value],
+) -> Result<Vec<String>, String> {
+    let resource = report_resource();
+    let written: BTreeSet<&str> = written
+        .iter()
+        .filter_map(|r| r["metadata"]["namespace"].as_str())
+        .collect();
+    let apis: Vec<(String, kube::Api<DynamicObject>)> = if scope.is_empty() {
+        let all = kube::Api::all_with(client.clone(), &resource);
+        vec![("policyreports in all namespaces".to_owned(), all)]
+    } else {
+        scope
+            .iter()
+            .map(|ns| {
+                let api = kube::Api::namespaced_with(client.clone(), ns, &resource);
+                (format!("policyreports in namespace {ns}"), api)
+            })
+            .collect()
+    };
+    let ours = ListParams::default().labels(policyreport::MANAGED_BY_SELECTOR);
+    let mut pruned = Vec::new();
+    for (what, api) in apis {
+        let list = match api.list_metadata(&ours).await {
+            Ok(list) => list,
+            // No CRD, so no report to leave behind (with reports to write, apply said so).
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(e) => return Err(report_error("list", &what, &e)),
+        };
+        for report in list.items {
+            let (Some(namespace), Some(name)) = (report.metadata.namespace, report.metadata.name)
+            else {
+                continue;
+            };
+            if name != policyreport::NAME || written.contains(namespace.as_str()) {
+                continue;
+            }
+            let api: kube::Api<DynamicObject> =
+                kube::Api::namespaced_with(client.clone(), &namespace, &resource);
+            match api.delete(&name, &DeleteParams::default()).await {
+                // Deleted meanwhile by someone else: the outcome wanted.
+                Ok(_) => pruned.push(namespace),
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => {
+                    let what = format!("the stale policyreport in namespace {namespace}");
+                    return Err(report_error("delete", &what, &e));
+                }
+            }
+        }
+    }
+    Ok(pruned)
+}
+
+/// An error writing or reading reports; a refusal names the permission `--apply` needs.
+fn report_error(verb: &str, what: &str, error: &kube::Error) -> String {
+    match error {
+        // Not the webhook's read permissions: whoever runs scan needs to write.
+        kube::Error::Api(status) if status.code == 403 => format!(
+            "missing permission: cannot {verb} {what} ({}); grant patch, create, list and delete on policyreports.wgpolicyk8s.io to the account scan --apply runs as",
+            status.message
+        ),
+        _ => client::explain(verb, what, error),
+    }
+}
+
+/// Server-side applies each report, owned by field manager `extsvc-guard`.
+async fn apply_reports(client: &kube::Client, reports: &[serde_json::Value]) -> Result<(), String> {
+    let resource = report_resource();
     let params = PatchParams::apply("extsvc-guard").force();
     for report in reports {
         let namespace = report["metadata"]["namespace"]
@@ -155,16 +239,11 @@ async fn apply_reports(client: &kube::Client, reports: &[serde_json::Value]) -> 
             .map_err(|e| {
                 let what = format!("policyreports in namespace {namespace}");
                 match &e {
-                    // Not the webhook's read permissions: whoever runs scan needs to write.
-                    kube::Error::Api(status) if status.code == 403 => format!(
-                        "missing permission: cannot apply {what} ({}); grant patch and create on policyreports.wgpolicyk8s.io to the account scan --apply runs as",
-                        status.message
-                    ),
                     kube::Error::Api(status) if status.code == 404 => format!(
                         "{} (is the PolicyReport CRD wgpolicyk8s.io/v1alpha2 installed?)",
                         client::explain("apply", &what, &e)
                     ),
-                    _ => client::explain("apply", &what, &e),
+                    _ => report_error("apply", &what, &e),
                 }
             })?;
     }

@@ -13,6 +13,9 @@ pub const API_VERSION: &str = "wgpolicyk8s.io/v1alpha2";
 pub const KIND: &str = "PolicyReport";
 /// The name of the report extsvc-guard owns in each namespace.
 pub const NAME: &str = "extsvc-guard";
+/// The label every report carries, and the selector that finds them.
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "extsvc-guard");
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=extsvc-guard";
 
 fn result_of(action: Action) -> Option<(&'static str, &'static str)> {
     match action {
@@ -94,7 +97,7 @@ pub fn reports(objects: &[Object], findings: &[Finding], now_seconds: i64) -> Ve
                 "metadata": {
                     "name": NAME,
                     "namespace": namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "extsvc-guard"},
+                    "labels": {MANAGED_BY.0: MANAGED_BY.1},
                 },
                 "summary": {
                     "pass": count("pass"),
@@ -114,6 +117,15 @@ mod tests {
     use super::*;
     use crate::rules::testing::{MYSQL_PAIR, objects};
     use crate::rules::{Mode, judge};
+
+    #[test]
+    fn the_selector_scan_prunes_by_selects_the_label_every_report_carries() {
+        let (objects, _) = objects(MYSQL_PAIR);
+        let report = &reports(&objects, &[], 0)[0];
+        let (key, value) = MANAGED_BY_SELECTOR.split_once('=').unwrap();
+        assert_eq!(report["metadata"]["labels"][key], value);
+        assert_eq!(report["metadata"]["name"], NAME);
+    }
 
     #[test]
     fn the_seed_pair_gives_one_report_with_two_failures_and_a_warning() {

@@ -604,27 +604,35 @@ impl FakeApi {
 
     fn remove(&self, kind: &str, namespace: &str, name: &str, silent: bool) -> bool {
         let res = lookup_or_panic(kind);
-        let key = object_key(res, namespace, name);
-        let mut store = self.shared.lock();
-        let Some(previous) = store.objects.remove(&key) else {
-            return false;
-        };
-        store.rv += 1;
-        let rv = store.rv;
-        let mut object = previous.clone();
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        store.record(
-            Change {
-                rv,
-                res,
-                kind: ChangeKind::Deleted,
-                object,
-                previous: Some(previous),
-            },
-            silent,
-        );
-        true
+        remove_object(&mut self.shared.lock(), res, namespace, name, silent).is_some()
     }
+}
+
+/// Removes the object and records DELETED with its last state at a new resourceVersion;
+/// returns that state, or `None` when there was no such object.
+fn remove_object(
+    store: &mut Store,
+    res: &'static Res,
+    namespace: &str,
+    name: &str,
+    silent: bool,
+) -> Option<Value> {
+    let previous = store.objects.remove(&object_key(res, namespace, name))?;
+    store.rv += 1;
+    let rv = store.rv;
+    let mut object = previous.clone();
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    store.record(
+        Change {
+            rv,
+            res,
+            kind: ChangeKind::Deleted,
+            object: object.clone(),
+            previous: Some(previous),
+        },
+        silent,
+    );
+    Some(object)
 }
 
 impl Drop for FakeApi {
@@ -898,6 +906,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             },
             &Method::GET,
         ) => get(&shared, res, &namespace, &name, partial),
+        (
+            Route::Object {
+                res,
+                namespace,
+                name,
+            },
+            &Method::DELETE,
+        ) => delete(&shared, res, &namespace, &name),
         _ => status_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -1193,6 +1209,25 @@ fn forbidden(res: &Res, verb: &str, namespace: Option<&str>, name: Option<&str>)
 
 fn expired(message: String) -> Value {
     status_json(StatusCode::GONE, "Expired", message, None)
+}
+
+/// DELETE of one object: the real server answers 200 with the object's last state (no
+/// finalizers here, so it is gone at once).
+fn delete(shared: &Shared, res: &'static Res, namespace: &str, name: &str) -> Response {
+    let mut store = shared.lock();
+    if store.is_forbidden("delete", res) {
+        let ns = res.namespaced.then_some(namespace);
+        return forbidden(res, "delete", ns, Some(name));
+    }
+    match remove_object(&mut store, res, namespace, name, false) {
+        Some(object) => json_response(StatusCode::OK, &object),
+        None => status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{} {name:?} not found", res.qualified()),
+            Some(details(res, Some(name))),
+        ),
+    }
 }
 
 fn get(shared: &Shared, res: &'static Res, namespace: &str, name: &str, partial: bool) -> Response {
