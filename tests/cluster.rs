@@ -722,7 +722,7 @@ fn scan_apply_deletes_its_report_where_nothing_is_left_to_judge_within_its_scope
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!present("default", "extsvc-guard"));
     assert!(
-        stderr.contains("applied 0 PolicyReport(s) named extsvc-guard; deleted the one(s) in default, where nothing is judged any more"),
+        stderr.contains("applied 0 PolicyReport(s) named extsvc-guard\ndeleted the PolicyReport named extsvc-guard in default, where nothing is judged any more"),
         "{stderr}"
     );
     assert!(present("old", "extsvc-guard"));
@@ -744,7 +744,10 @@ fn scan_apply_deletes_its_report_where_nothing_is_left_to_judge_within_its_scope
     // The whole cluster: the stale one in old goes; what is not ours stays.
     let (code, stderr) = scan_apply(&[]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("deleted the one(s) in old"), "{stderr}");
+    assert!(
+        stderr.contains("deleted the PolicyReport named extsvc-guard in old,"),
+        "{stderr}"
+    );
     assert!(!present("old", "extsvc-guard"));
     assert!(present("old", "kyverno-polr") && present("other", "extsvc-guard"));
     let deletes: Vec<String> = api

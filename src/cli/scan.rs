@@ -1,10 +1,9 @@
 //! `extsvc-guard scan`: list the live objects once and report every rule's findings against
 //! the whole cluster — "what would be denied today", before enforcement is switched on.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
-
-use std::collections::BTreeSet;
 
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -130,19 +129,19 @@ async fn scan(args: &ScanArgs, policy: &Policy) -> Result<u8, String> {
         .map_err(|e| format!("cannot write the report: {e}"))?;
     if args.apply {
         apply_reports(&client, &reports).await?;
-        let pruned = prune_reports(&client, &args.namespace, &reports).await?;
         eprintln!(
-            "applied {} PolicyReport(s) named {}{}",
+            "applied {} PolicyReport(s) named {}",
             reports.len(),
-            policyreport::NAME,
-            match pruned.len() {
-                0 => String::new(),
-                _ => format!(
-                    "; deleted the one(s) in {}, where nothing is judged any more",
-                    pruned.join(", ")
-                ),
-            }
+            policyreport::NAME
         );
+        let pruned = prune_reports(&client, &args.namespace, &reports).await?;
+        if !pruned.is_empty() {
+            eprintln!(
+                "deleted the PolicyReport named {} in {}, where nothing is judged any more",
+                policyreport::NAME,
+                pruned.join(", ")
+            );
+        }
     }
     Ok(exit_code(&report, args.fail_on))
 }
@@ -199,8 +198,8 @@ async fn prune_reports(
             let api: kube::Api<DynamicObject> =
                 kube::Api::namespaced_with(client.clone(), &namespace, &resource);
             match api.delete(&name, &DeleteParams::default()).await {
-                // Deleted meanwhile by someone else: the outcome wanted.
                 Ok(_) => pruned.push(namespace),
+                // Deleted meanwhile by someone else: the outcome wanted.
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(e) => {
                     let what = format!("the stale policyreport in namespace {namespace}");

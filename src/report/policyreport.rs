@@ -13,8 +13,7 @@ pub const API_VERSION: &str = "wgpolicyk8s.io/v1alpha2";
 pub const KIND: &str = "PolicyReport";
 /// The name of the report extsvc-guard owns in each namespace.
 pub const NAME: &str = "extsvc-guard";
-/// The label every report carries, and the selector that finds them.
-const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "extsvc-guard");
+/// Selects the label every report carries (`scan --apply` prunes by it).
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=extsvc-guard";
 
 fn result_of(action: Action) -> Option<(&'static str, &'static str)> {
@@ -97,7 +96,7 @@ pub fn reports(objects: &[Object], findings: &[Finding], now_seconds: i64) -> Ve
                 "metadata": {
                     "name": NAME,
                     "namespace": namespace,
-                    "labels": {MANAGED_BY.0: MANAGED_BY.1},
+                    "labels": {"app.kubernetes.io/managed-by": "extsvc-guard"},
                 },
                 "summary": {
                     "pass": count("pass"),
