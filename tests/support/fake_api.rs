@@ -1211,6 +1211,16 @@ fn expired(message: String) -> Value {
     status_json(StatusCode::GONE, "Expired", message, None)
 }
 
+/// The real server's 404 for a named object that does not exist.
+fn not_found(res: &'static Res, name: &str) -> Response {
+    status_response(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("{} {name:?} not found", res.qualified()),
+        Some(details(res, Some(name))),
+    )
+}
+
 /// DELETE of one object: the real server answers 200 with the object's last state (no
 /// finalizers here, so it is gone at once).
 fn delete(shared: &Shared, res: &'static Res, namespace: &str, name: &str) -> Response {
@@ -1221,12 +1231,7 @@ fn delete(shared: &Shared, res: &'static Res, namespace: &str, name: &str) -> Re
     }
     match remove_object(&mut store, res, namespace, name, false) {
         Some(object) => json_response(StatusCode::OK, &object),
-        None => status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("{} {name:?} not found", res.qualified()),
-            Some(details(res, Some(name))),
-        ),
+        None => not_found(res, name),
     }
 }
 
@@ -1238,12 +1243,7 @@ fn get(shared: &Shared, res: &'static Res, namespace: &str, name: &str, partial:
     }
     match store.objects.get(&object_key(res, namespace, name)) {
         Some(obj) => json_response(StatusCode::OK, &render(obj, partial)),
-        None => status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("{} {name:?} not found", res.qualified()),
-            Some(details(res, Some(name))),
-        ),
+        None => not_found(res, name),
     }
 }
 
