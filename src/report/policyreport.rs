@@ -160,6 +160,143 @@ mod tests {
         assert_eq!(r["results"][1]["properties"]["field"], "metadata.name");
     }
 
+    /// The `wgpolicyk8s.io/v1alpha2` PolicyReport schema, as the CRD that Kyverno and Policy
+    /// Reporter install defines it, for the fields extsvc-guard writes: their types, the
+    /// enums, the required fields, and `additionalProperties: false` where the CRD lists
+    /// the properties (a field it does not list is pruned by the API server without a word).
+    fn v1alpha2_schema() -> Value {
+        let string = json!({"type": "string"});
+        let integer = json!({"type": "integer"});
+        let string_map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+        let object_reference = json!({"type": "object", "additionalProperties": false, "properties": {
+            "apiVersion": string, "fieldPath": string, "kind": string, "name": string,
+            "namespace": string, "resourceVersion": string, "uid": string,
+        }});
+        let result = json!({"type": "object", "additionalProperties": false, "required": ["policy"], "properties": {
+            "category": string,
+            "message": string,
+            "policy": string,
+            "properties": string_map,
+            "resources": {"type": "array", "items": object_reference},
+            "result": {"type": "string", "enum": ["pass", "fail", "warn", "error", "skip"]},
+            "rule": string,
+            "scored": {"type": "boolean"},
+            "severity": {"type": "string", "enum": ["critical", "high", "low", "medium", "info"]},
+            "source": string,
+            "timestamp": {"type": "object", "additionalProperties": false, "required": ["nanos", "seconds"], "properties": {
+                "nanos": {"type": "integer", "minimum": 0, "maximum": i32::MAX},
+                "seconds": integer,
+            }},
+        }});
+        json!({"type": "object", "additionalProperties": false, "properties": {
+            "apiVersion": string,
+            "kind": string,
+            "metadata": {"type": "object"},
+            "results": {"type": "array", "items": result},
+            "summary": {"type": "object", "additionalProperties": false, "properties": {
+                "error": integer, "fail": integer, "pass": integer, "skip": integer, "warn": integer,
+            }},
+        }})
+    }
+
+    /// Where `value` breaks `schema` (the keywords [`v1alpha2_schema`] uses), as JSON paths.
+    fn violations(value: &Value, schema: &Value, path: &str, out: &mut Vec<String>) {
+        let type_ok = match schema["type"].as_str() {
+            Some("object") => value.is_object(),
+            Some("array") => value.is_array(),
+            Some("string") => value.is_string(),
+            Some("integer") => value.is_i64() || value.is_u64(),
+            Some("boolean") => value.is_boolean(),
+            _ => true,
+        };
+        if !type_ok {
+            out.push(format!("{path}: {value} is not of type {}", schema["type"]));
+            return;
+        }
+        if let Some(allowed) = schema["enum"].as_array()
+            && !allowed.contains(value)
+        {
+            out.push(format!("{path}: {value} is not one of {allowed:?}"));
+        }
+        if let Some(n) = value.as_i64()
+            && (schema["minimum"].as_i64().is_some_and(|min| n < min)
+                || schema["maximum"].as_i64().is_some_and(|max| n > max))
+        {
+            out.push(format!("{path}: {n} is out of range"));
+        }
+        if let Some(items) = value.as_array() {
+            for (i, item) in items.iter().enumerate() {
+                violations(item, &schema["items"], &format!("{path}[{i}]"), out);
+            }
+        }
+        if let Some(fields) = value.as_object() {
+            for required in schema["required"].as_array().into_iter().flatten() {
+                if !fields.contains_key(required.as_str().unwrap()) {
+                    out.push(format!("{path}: required field {required} is missing"));
+                }
+            }
+            for (name, field) in fields {
+                let field_path = format!("{path}.{name}");
+                match (&schema["properties"][name], &schema["additionalProperties"]) {
+                    (Value::Null, Value::Bool(false)) => {
+                        out.push(format!("{field_path}: not in the schema, would be pruned"))
+                    }
+                    (Value::Null, Value::Null) => {}
+                    (Value::Null, additional) => violations(field, additional, &field_path, out),
+                    (property, _) => violations(field, property, &field_path, out),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_schema_check_catches_a_pruned_field_a_wrong_enum_and_a_missing_policy() {
+        let bad = json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {},
+            "summary": {"pass": 0, "passed": 1},
+            "results": [{"result": "failed", "resources": [{"name": "x", "labels": {}}]}]});
+        let mut found = Vec::new();
+        violations(&bad, &v1alpha2_schema(), "$", &mut found);
+        assert_eq!(
+            found,
+            vec![
+                "$.results[0]: required field \"policy\" is missing",
+                "$.results[0].resources[0].labels: not in the schema, would be pruned",
+                r#"$.results[0].result: "failed" is not one of [String("pass"), String("fail"), String("warn"), String("error"), String("skip")]"#,
+                "$.summary.passed: not in the schema, would be pruned",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_reports_of_every_seed_conform_to_the_policyreport_crd_schema() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seeds");
+        let set = crate::manifest::ManifestSet::load(&[seeds]);
+        assert!(set.errors.is_empty(), "{:?}", set.errors);
+        let view = set.view();
+        let policy = crate::policy::Policy::embedded();
+        let mut objects: Vec<Object> = set.objects.iter().map(|o| (*o.object).clone()).collect();
+        // A uid, as objects read from a cluster have.
+        let uid = Some("6c1f7a1e-0d1b-4c55-9a43-2f1d3e6b8a90".to_owned());
+        match &mut objects[0] {
+            Object::Service(o) => o.metadata.uid = uid,
+            Object::Endpoints(o) => o.metadata.uid = uid,
+            Object::EndpointSlice(o) => o.metadata.uid = uid,
+        }
+        let findings: Vec<Finding> = objects
+            .iter()
+            .flat_map(|o| judge(o, &view, &policy, Mode::Set))
+            .collect();
+        let results = |action| findings.iter().filter(|f| f.action == action).count();
+        assert!(results(Action::Deny) > 0 && results(Action::Warn) > 0);
+        let reports = reports(&objects, &findings, 1_700_000_000);
+        assert!(reports.len() > 1);
+        for report in &reports {
+            let mut found = Vec::new();
+            violations(report, &v1alpha2_schema(), "$", &mut found);
+            assert!(found.is_empty(), "{found:#?}\nin {report:#}");
+        }
+    }
+
     #[test]
     fn a_clean_object_is_a_pass() {
         let (objects, _) = objects(
