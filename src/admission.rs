@@ -99,11 +99,12 @@ pub struct Request {
 /// An object of a review: read into its type as the review is read, when what comes before
 /// it in the request (the API server writes `kind`, `operation` and `userInfo` first) says
 /// it will be judged; kept as raw JSON otherwise, and read when its kind is known.
-// One or two per request, read once: boxing would add an allocation to every review.
-#[allow(clippy::large_enum_variant)]
+// Boxed: the request is moved through every layer of the reading (each Option, Result and
+// the review around it), and with two 824-byte objects inline it was 1.8 KB; boxed, 248
+// bytes. One allocation more, 6 % fewer instructions to read a review (callgrind, 021).
 #[derive(Debug)]
 pub enum ReviewObject {
-    Read(Object),
+    Read(Box<Object>),
     Raw(Box<RawValue>),
 }
 
@@ -203,12 +204,12 @@ struct RequestVisitor;
 struct ObjectSeed(&'static str);
 
 impl<'de> serde::de::DeserializeSeed<'de> for ObjectSeed {
-    type Value = Option<Object>;
+    type Value = Option<Box<Object>>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         struct OrNull(&'static str);
         impl<'de> serde::de::Visitor<'de> for OrNull {
-            type Value = Option<Object>;
+            type Value = Option<Box<Object>>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 write!(f, "a {} or null", self.0)
             }
@@ -222,7 +223,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for ObjectSeed {
                 self,
                 d: D,
             ) -> Result<Self::Value, D::Error> {
-                typed::read_from(self.0, d).map(Some)
+                typed::read_from(self.0, d).map(|o| Some(Box::new(o)))
             }
         }
         d.deserialize_option(OrNull(self.0))
@@ -528,8 +529,9 @@ impl Decision {
     /// The AdmissionReview answering this decision.
     pub fn to_json(&self) -> Vec<u8> {
         let patch = (!self.patch.is_empty()).then(|| {
+            let mut json = Vec::with_capacity(256);
             // Serialising a list of plain enums into a Vec cannot fail.
-            let json = serde_json::to_vec(&self.patch).unwrap_or_default();
+            let _ = serde_json::to_writer(&mut json, &self.patch);
             base64::engine::general_purpose::STANDARD.encode(json)
         });
         let review = ReviewOut {
@@ -555,7 +557,16 @@ impl Decision {
                 patch,
             },
         };
-        serde_json::to_vec(&review).unwrap_or_default()
+        // Sized for the whole answer at once, rather than grown from serde_json's 128 bytes.
+        let text_len = self.uid.len()
+            + self.warnings.iter().map(String::len).sum::<usize>()
+            + self.status.as_ref().map_or(0, |s| s.message.len())
+            + review.response.patch.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(256 + text_len + text_len / 8);
+        match serde_json::to_writer(&mut out, &review) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
     }
 }
 
