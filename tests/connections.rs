@@ -187,7 +187,7 @@ fn h2_request(server: &Server) -> http::Request<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_http2_peer_gets_at_most_250_concurrent_streams() {
+async fn an_http2_peer_gets_at_most_64_concurrent_streams() {
     let server = Server::start(&[]);
     let (send, _connection) = h2_connect(&server).await;
     let mut send = send.ready().await.unwrap();
@@ -197,7 +197,7 @@ async fn an_http2_peer_gets_at_most_250_concurrent_streams() {
         .send_data(fixture("012-Service-CREATE.json").into(), true)
         .unwrap();
     assert_eq!(response.await.unwrap().status(), 200);
-    assert_eq!(send.current_max_send_streams(), 250);
+    assert_eq!(send.current_max_send_streams(), 64);
 }
 
 #[tokio::test(flavor = "multi_thread")]

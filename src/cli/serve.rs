@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// an answer, not a timeout.
     #[arg(long, default_value = "4s", value_parser = parse_duration, value_name = "DURATION")]
     request_timeout: Duration,
+    /// MiB of large reviews (bodies of 64 KiB and more) read and judged at once; more wait
+    /// their turn, up to --request-timeout. A review near the 3 MiB body limit needs about
+    /// 50 MiB of memory while it is judged: raise this only with the memory limit.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "MIB")]
+    large_review_budget: u32,
     /// Longest time from SIGTERM to exit; in-flight requests finish within it.
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_grace: Duration,
@@ -176,6 +181,7 @@ pub fn run(args: ServeArgs) -> u8 {
         policy: args.policy,
         reload_interval: args.reload_interval.max(Duration::from_millis(50)),
         request_timeout: args.request_timeout,
+        large_review_budget: args.large_review_budget as usize * 1024 * 1024,
         shutdown_grace: args.shutdown_grace,
         shutdown_delay: args.shutdown_delay,
     };

@@ -10,9 +10,6 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 /// Bodies below this size are not counted.
 pub const LARGE_REVIEW: usize = 64 * 1024;
 
-/// Bytes of large bodies judged at once: one body at the limit, or several smaller ones.
-pub const DEFAULT_BUDGET: usize = 3 * 1024 * 1024;
-
 /// Permits are kibibytes: a `Semaphore` holds at most `u32::MAX` permits per acquire.
 const UNIT: usize = 1024;
 
@@ -29,6 +26,11 @@ impl LargeReviews {
             budget: Semaphore::new(units as usize),
             units,
         }
+    }
+
+    /// The budget, in bytes.
+    pub fn budget_bytes(&self) -> usize {
+        self.units as usize * UNIT
     }
 
     /// Whether a body of `len` bytes needs room; the everyday ones do not.
@@ -59,6 +61,9 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// `--large-review-budget`'s default: one body at the limit, or several smaller ones.
+    const DEFAULT_BUDGET: usize = 3 * 1024 * 1024;
+
     #[test]
     fn small_bodies_take_nothing_and_large_ones_their_size_in_kibibytes() {
         let large = LargeReviews::new(DEFAULT_BUDGET);
@@ -68,6 +73,7 @@ mod tests {
         assert_eq!(large.units_for(1024 * 1024 + 1), Some(1025));
         // More than the whole budget waits for all of it rather than forever.
         assert_eq!(large.units_for(u64::MAX), Some(3072));
+        assert_eq!(large.budget_bytes(), DEFAULT_BUDGET);
     }
 
     #[tokio::test]

@@ -42,8 +42,21 @@ use tls::{CertificateFiles, ClientCa};
 /// caps objects at about 1.5 MiB.
 pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
 
-/// Concurrent requests one HTTP/2 connection may carry (the API server multiplexes).
-const H2_MAX_STREAMS: u32 = 250;
+/// Concurrent requests one HTTP/2 connection may carry (the API server multiplexes, and
+/// opens another connection when a replica's are full).
+const H2_MAX_STREAMS: u32 = 64;
+
+/// Bytes an HTTP/2 peer may send on one stream before the server reads them: larger than
+/// an everyday review, so those arrive in one flight.
+const H2_STREAM_WINDOW: u32 = 16 * 1024;
+
+/// Bytes an HTTP/2 peer may send on all streams of a connection before the server reads
+/// them: twice what every stream's window allows at once. A large review waits for room
+/// before its body is read (`LargeReviews`); were the connection's window smaller than the
+/// streams' together (hyper's defaults: 1 MiB for each), the unread bodies of the waiting
+/// ones could fill it, and the reviews holding the room would never get the rest of theirs:
+/// all of them stuck until the request timeout.
+const H2_CONNECTION_WINDOW: u32 = 2 * H2_MAX_STREAMS * H2_STREAM_WINDOW;
 
 /// Largest request head (request line and headers, or an HTTP/2 header list). A review's
 /// headers are a few hundred bytes; the body has its own limit.
@@ -71,6 +84,8 @@ pub struct Config {
     pub policy: Option<PathBuf>,
     pub reload_interval: Duration,
     pub request_timeout: Duration,
+    /// Bytes of large review bodies read and judged at once (`--large-review-budget`).
+    pub large_review_budget: usize,
     /// Time from SIGTERM to exit, at most.
     pub shutdown_grace: Duration,
     /// Time between `/readyz` turning 503 and the listener closing on SIGTERM, so that the
@@ -117,7 +132,12 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(policy: Policy, request_timeout: Duration, cluster: Option<Cluster>) -> State {
+    pub fn new(
+        policy: Policy,
+        request_timeout: Duration,
+        large_review_budget: usize,
+        cluster: Option<Cluster>,
+    ) -> State {
         let view: Arc<dyn ClusterView + Send + Sync> = match &cluster {
             Some(c) => Arc::clone(&c.cache) as Arc<dyn ClusterView + Send + Sync>,
             None => Arc::new(NoClusterView),
@@ -129,7 +149,7 @@ impl State {
             metrics: Metrics::new(),
             shutting_down: AtomicBool::new(false),
             request_timeout,
-            large_reviews: LargeReviews::new(large::DEFAULT_BUDGET),
+            large_reviews: LargeReviews::new(large_review_budget),
         }
     }
 
@@ -274,10 +294,10 @@ async fn admit(
     let deadline = tokio::time::Instant::from_std(started + state.request_timeout);
     let no_room = |len: u64| {
         format!(
-            "this {} KiB review did not get its turn within the request timeout ({:?}): at most {} MiB of large reviews are read and judged at once, to stay within the memory limit; retry, and if it persists run more replicas",
+            "this {} KiB review did not get its turn within the request timeout ({:?}): at most {} MiB of large reviews are read and judged at once, to stay within the memory limit; retry, and if it persists run more replicas or raise --large-review-budget together with the memory limit",
             len / 1024,
             state.request_timeout,
-            large::DEFAULT_BUDGET / (1024 * 1024),
+            state.large_reviews.budget_bytes() / (1024 * 1024),
         )
     };
     // Room is taken before the body is read when its length is declared (the API server's
@@ -526,7 +546,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
 
     let (cluster, cluster_note) = start_cluster(&config.cluster).await?;
-    let state = Arc::new(State::new(policy, config.request_timeout, cluster));
+    let state = Arc::new(State::new(
+        policy,
+        config.request_timeout,
+        config.large_review_budget,
+        cluster,
+    ));
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
         .map_err(|e| {
@@ -568,6 +593,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10))
         .max_concurrent_streams(Some(H2_MAX_STREAMS))
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_RESETS))
         .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
         .max_header_list_size(MAX_HEADER_BYTES as u32);
@@ -617,6 +644,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         cluster = %cluster_note,
         client_auth = %config.client_ca.as_ref().map_or("none (any client may call)".to_owned(), |p| format!("certificate signed by {}", p.display())),
         max_connections = config.max_connections,
+        large_review_budget_mib = config.large_review_budget / (1024 * 1024),
         "admission webhook listening"
     );
 
