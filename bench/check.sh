@@ -3,9 +3,9 @@
 #
 # Usage: bench/check.sh [SIZE:RUNS ...]        (default: 5000:5 50000:5 500000:3)
 #
-# Builds the release binary (`cargo build --release --locked`), writes each set with
+# Builds the shipped binary (`cargo build --profile dist --locked`), writes each set with
 # bench/gen-manifests.py into a temporary directory, runs
-#   target/release/extsvc-guard check DIR --format json >/dev/null
+#   target/dist/extsvc-guard check DIR --format json >/dev/null
 # RUNS times (exit 1 is expected: the sets hold mistakes on purpose) and prints a markdown
 # table: median wall time, user+sys CPU and max RSS of the runs, objects per second, and the
 # cost ratio of each size to the one before it (10x the objects should cost about 10x).
@@ -18,9 +18,9 @@ sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(5000:5 50000:5 500000:3)
 
 if [ -z "${EXTSVC_GUARD:-}" ]; then
-    cargo build --release --locked >&2
+    cargo build --profile dist --locked >&2
     target_dir="${CARGO_TARGET_DIR:-target}"
-    EXTSVC_GUARD="$target_dir/release/extsvc-guard"
+    EXTSVC_GUARD="$target_dir/dist/extsvc-guard"
 fi
 bin="$EXTSVC_GUARD"
 [ -x "$bin" ] || { echo "no binary at $bin" >&2; exit 2; }

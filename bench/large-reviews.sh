@@ -15,8 +15,8 @@ port=${BENCH_PORT:-28443} metrics=${BENCH_METRICS_PORT:-28080}
 fixtures=$PWD/../shared/fixtures/admission
 work=$(mktemp -d)
 trap 'kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-cargo build --release --locked -q
-bin=${CARGO_TARGET_DIR:-target}/release/extsvc-guard
+cargo build --profile dist --locked -q
+bin=${CARGO_TARGET_DIR:-target}/dist/extsvc-guard
 "$bin" certs --out "$work/certs" >/dev/null
 python3 - "$fixtures/002-Endpoints-CREATE.json" "$work/large.json" <<'PY'
 import json, sys

@@ -46,9 +46,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-say "building (release)"
-cargo build --release --locked -q
-bin=$CARGO_TARGET_DIR/release/extsvc-guard
+say "building (the dist profile: the shipped build)"
+cargo build --profile dist --locked -q
+bin=$CARGO_TARGET_DIR/dist/extsvc-guard
 fake_bin=$(cargo bench --locked --bench fake_cluster --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*fake_cluster[^"]*\)".*/\1/p' | tail -1)
 [ -x "$fake_bin" ] || { echo "run.sh: could not build the fake_cluster bench" >&2; exit 1; }

@@ -15,8 +15,8 @@ port=${BENCH_PORT:-28443} metrics=${BENCH_METRICS_PORT:-28080}
 fixtures=$PWD/../shared/fixtures/admission
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
-cargo build --release --locked -q
-bin=${CARGO_TARGET_DIR:-target}/release/extsvc-guard
+cargo build --profile dist --locked -q
+bin=${CARGO_TARGET_DIR:-target}/dist/extsvc-guard
 "$bin" certs --out "$work/certs" >/dev/null
 echo "| case | req/s (wrk -c32) | server time p50 | p99 | max |"
 echo "|---|---:|---:|---:|---:|"

@@ -18,8 +18,8 @@ metrics_port=$((port + 1))
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release --locked -q
-bin=target/release/extsvc-guard
+cargo build --profile dist --locked -q
+bin=target/dist/extsvc-guard
 "$bin" certs --out "$work/certs" >/dev/null
 ls ../shared/fixtures/admission/*-CREATE.json ../shared/fixtures/admission/*-UPDATE.json >"$work/bodies"
 RUST_LOG=warn "$bin" serve --no-cluster --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \

@@ -1519,8 +1519,8 @@ fn the_containerfile_builds_locked_and_runs_the_binary_alone_on_distroless_as_no
     assert!(
         build
             .iter()
-            .any(|i| i.starts_with("RUN ") && i.contains("cargo build --release --locked")),
-        "the builder runs cargo build --release --locked"
+            .any(|i| i.starts_with("RUN ") && i.contains("cargo build --profile dist --locked")),
+        "the builder runs cargo build --profile dist --locked (the build bench/ measures)"
     );
     let runtime = &instructions[*stages.last().unwrap()..];
     assert_eq!(runtime[0], "FROM gcr.io/distroless/cc-debian12:nonroot");
