@@ -652,10 +652,10 @@ fn judged_kind(kind: &GroupVersionKind) -> Option<&'static str> {
 
 impl ReviewObject {
     /// The object as `kind`: the one read with the review, or read now.
-    fn read(&self, kind: &str) -> Result<Cow<'_, Object>, serde_json::Error> {
+    fn read(&self, kind: &str) -> Result<Cow<'_, Box<Object>>, serde_json::Error> {
         match self {
             ReviewObject::Read(object) => Ok(Cow::Borrowed(object)),
-            ReviewObject::Raw(raw) => typed::read(kind, raw.get()).map(Cow::Owned),
+            ReviewObject::Raw(raw) => typed::read(kind, raw.get()).map(|o| Cow::Owned(Box::new(o))),
         }
     }
 }
@@ -680,14 +680,14 @@ pub struct Subject<'r> {
     request: &'r Request,
     kind: &'static str,
     endpoint: Endpoint,
-    object: Cow<'r, Object>,
-    old: Option<Cow<'r, Object>>,
+    // Boxed: a subject lives across the server's wait for a confirming read, so it is part
+    // of every request's future, which is copied as axum moves it; two objects held inline
+    // made that future 4.7 KB instead of 1.7 (release build).
+    object: Cow<'r, Box<Object>>,
+    old: Option<Cow<'r, Box<Object>>>,
 }
 
 /// What a review needs: judging, or nothing more than the answer already made.
-// Made once per request and taken apart at once: boxing the subject would only add an
-// allocation to every review.
-#[allow(clippy::large_enum_variant)]
 pub enum Prepared<'r> {
     Judge(Subject<'r>),
     /// Not a judged kind, a write the webhook leaves alone, or an object it cannot read.
@@ -742,7 +742,7 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Prepared<'_> {
     // can put the endpoints controller's annotation or field manager on a new object.
     if operation == Operation::Update
         && object.is_control_plane_managed()
-        && old.as_deref().is_some_and(Object::is_control_plane_managed)
+        && old.as_deref().is_some_and(|o| o.is_control_plane_managed())
     {
         return Prepared::Answered(Decision::new(request, kind).skipped());
     }
@@ -778,7 +778,7 @@ impl Subject<'_> {
                 decision,
                 self.request.operation,
                 &self.object,
-                self.old.as_deref(),
+                self.old.as_deref().map(|o| &**o),
                 view,
                 policy,
             ),
