@@ -5,6 +5,7 @@
 # extsvc_guard_admission_request_duration_seconds).
 #
 #   bench/server-time.sh
+#   EXTSVC_GUARD=/path/to/another/build bench/server-time.sh     # time that binary, no build
 #
 # Needs wrk (apt-get install -y wrk) and curl. Loopback only.
 set -euo pipefail
@@ -14,9 +15,12 @@ seconds=${SECONDS_PER_CASE:-10}
 port=${BENCH_PORT:-28443} metrics=${BENCH_METRICS_PORT:-28080}
 fixtures=$PWD/../shared/fixtures/admission
 work=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
-cargo build --profile dist --locked -q
-bin=${CARGO_TARGET_DIR:-target}/dist/extsvc-guard
+trap 'kill "${server:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+if [ -z "${EXTSVC_GUARD:-}" ]; then
+  cargo build --profile dist --locked -q
+  EXTSVC_GUARD=${CARGO_TARGET_DIR:-target}/dist/extsvc-guard
+fi
+bin=$EXTSVC_GUARD
 "$bin" certs --out "$work/certs" >/dev/null
 echo "| case | req/s (wrk -c32) | server time p50 | p99 | max |"
 echo "|---|---:|---:|---:|---:|"
