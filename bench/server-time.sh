@@ -2,7 +2,7 @@
 # The server's own time per request (issue 6, item 5): `serve --no-cluster` under wrk -c32 for
 # $SECONDS_PER_CASE (default 10) per case, then the p50/p99/max of the decision log's
 # `latency_us` (time from the request's arrival to its encoded answer, as also observed by
-# extsvc_guard_admission_request_duration_seconds).
+# extsvc_guard_admission_duration_seconds).
 #
 #   bench/server-time.sh
 #   EXTSVC_GUARD=/path/to/another/build bench/server-time.sh     # time that binary, no build
