@@ -8,10 +8,10 @@
 
 use crate::cluster::ServiceInfo;
 use crate::object::{Kind, Object, SERVICE_NAME_LABEL};
-use crate::rules::{Context, Draft, EndpointsSubject, SubjectPort, either};
+use crate::rules::{Context, Draft, SubjectPort, either};
 
-pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
-    let Some(subject) = EndpointsSubject::of(object) else {
+pub fn check(_object: &Object, cx: &Context<'_>) -> Vec<Draft> {
+    let Some(subject) = cx.endpoints_subject() else {
         return Vec::new();
     };
     // An unlabeled slice is `endpointslice-unlabeled`'s to report.
@@ -37,7 +37,7 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
             subject.this()
         ),
     };
-    let likely = likely_services(service_name, &subject.ports, cx);
+    let likely = cx.likely_services();
     if likely.is_empty() {
         let fix = match subject.kind {
             Kind::EndpointSlice => format!(

@@ -9,10 +9,10 @@
 
 use crate::finding::field_key;
 use crate::object::{ENDPOINTSLICE_CONTROLLER, MANAGED_BY_LABEL, Object, ServiceShape};
-use crate::rules::{Context, Draft, EndpointsSubject};
+use crate::rules::{Context, Draft};
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
-    let Some(subject) = EndpointsSubject::of(object) else {
+    let Some(subject) = cx.endpoints_subject() else {
         return Vec::new();
     };
     let Some(service_name) = subject.service_name.as_deref() else {

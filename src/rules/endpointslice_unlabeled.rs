@@ -4,13 +4,13 @@
 
 use crate::finding::field_key;
 use crate::object::{Object, SERVICE_NAME_LABEL};
-use crate::rules::{Context, Draft, EndpointsSubject, endpoints_orphaned};
+use crate::rules::{Context, Draft, endpoints_orphaned};
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Object::EndpointSlice(_) = object else {
         return Vec::new();
     };
-    let Some(subject) = EndpointsSubject::of(object) else {
+    let Some(subject) = cx.endpoints_subject() else {
         return Vec::new();
     };
     if subject.service_name.is_some() {

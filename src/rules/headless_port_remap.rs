@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::cluster::ServiceInfo;
 use crate::object::{Object, ServiceShape, is_headless};
-use crate::rules::{Context, Draft, EndpointsSubject, Mode, paired_service, port_label};
+use crate::rules::{Context, Draft, Mode, port_label};
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     match object {
@@ -25,7 +25,7 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
             }
             drafts
         }
-        _ => endpoint_port_remaps(object, cx),
+        _ => endpoint_port_remaps(cx),
     }
 }
 
@@ -86,11 +86,11 @@ fn endpoints_on_other_ports(service: &ServiceInfo, cx: &Context<'_>) -> Vec<Draf
     drafts
 }
 
-fn endpoint_port_remaps(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
-    let Some(subject) = EndpointsSubject::of(object) else {
+fn endpoint_port_remaps(cx: &Context<'_>) -> Vec<Draft> {
+    let Some(subject) = cx.endpoints_subject() else {
         return Vec::new();
     };
-    let Some(paired) = paired_service(&subject, cx) else {
+    let Some(paired) = cx.paired_service() else {
         return Vec::new();
     };
     let service = &paired.service;

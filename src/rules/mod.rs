@@ -2,6 +2,7 @@
 //! judgement, the cluster view and the policy to findings. Find a rule by its id: the file
 //! is named after it (`endpoints-orphaned` → `endpoints_orphaned.rs`).
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use crate::cluster::{ClusterView, EndpointPort, ServiceInfo};
@@ -41,6 +42,67 @@ pub struct Context<'a> {
     pub namespace: &'a str,
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     pub mode: Mode,
+    derived: Derived<'a>,
+}
+
+/// What several endpoints rules derive from the object under judgement, worked out once
+/// per judgement instead of once per rule: the Service lookups and the did-you-mean search
+/// were most of the cost of judging a denied Endpoints.
+struct Derived<'a> {
+    object: &'a Object,
+    subject: OnceCell<Option<EndpointsSubject>>,
+    likely: OnceCell<Vec<ServiceInfo>>,
+    paired: OnceCell<Option<PairedService>>,
+}
+
+impl<'a> Context<'a> {
+    /// The object under judgement seen as endpoints: `None` for a Service.
+    pub fn endpoints_subject(&self) -> Option<&EndpointsSubject> {
+        self.derived
+            .subject
+            .get_or_init(|| EndpointsSubject::of(self.derived.object))
+            .as_ref()
+    }
+
+    /// The Services the subject was likely meant for, by the Service name it gives (see
+    /// `endpoints_orphaned::likely_services`); empty for a Service or an unlabeled slice.
+    pub fn likely_services(&self) -> &[ServiceInfo] {
+        self.derived.likely.get_or_init(|| {
+            let Some(subject) = self.endpoints_subject() else {
+                return Vec::new();
+            };
+            match subject.service_name.as_deref() {
+                Some(name) => endpoints_orphaned::likely_services(name, &subject.ports, self),
+                None => Vec::new(),
+            }
+        })
+    }
+
+    /// The Service whose hand-written endpoints the subject provides, when that Service
+    /// takes hand-written endpoints at all (no selector, not ExternalName): its own, or —
+    /// when it has none — the Service it was most likely meant for.
+    pub fn paired_service(&self) -> Option<&PairedService> {
+        self.derived
+            .paired
+            .get_or_init(|| {
+                let name = self.endpoints_subject()?.service_name.as_deref()?;
+                match self.view.service(self.namespace, name) {
+                    Some(service) => {
+                        service
+                            .takes_hand_written_endpoints()
+                            .then_some(PairedService {
+                                service,
+                                likely: false,
+                            })
+                    }
+                    None => self.likely_services().first().map(|service| PairedService {
+                        service: service.clone(),
+                        likely: true,
+                    }),
+                }
+            })
+            .as_ref()
+    }
 }
 
 /// A finding before the policy decides its action.
@@ -120,6 +182,12 @@ pub fn judge(object: &Object, view: &dyn ClusterView, policy: &Policy, mode: Mod
         namespace,
         namespace_labels: labels.as_ref(),
         mode,
+        derived: Derived {
+            object,
+            subject: OnceCell::new(),
+            likely: OnceCell::new(),
+            paired: OnceCell::new(),
+        },
     };
     let reference = object.reference();
     let mut findings = Vec::new();
@@ -230,27 +298,6 @@ impl EndpointsSubject {
 pub struct PairedService {
     pub service: ServiceInfo,
     pub likely: bool,
-}
-
-/// The Service whose hand-written endpoints `subject` provides, when that Service takes
-/// hand-written endpoints at all (no selector, not ExternalName).
-pub fn paired_service(subject: &EndpointsSubject, cx: &Context<'_>) -> Option<PairedService> {
-    let name = subject.service_name.as_deref()?;
-    match cx.view.service(cx.namespace, name) {
-        Some(service) => service
-            .takes_hand_written_endpoints()
-            .then_some(PairedService {
-                service,
-                likely: false,
-            }),
-        None => endpoints_orphaned::likely_services(name, &subject.ports, cx)
-            .into_iter()
-            .next()
-            .map(|service| PairedService {
-                service,
-                likely: true,
-            }),
-    }
 }
 
 /// How a port reads in messages: `"mysql"/TCP`, or `(unnamed)/TCP`.

@@ -12,16 +12,16 @@ use std::collections::BTreeSet;
 use crate::cluster::ServicePortInfo;
 use crate::object::Kind;
 use crate::object::Object;
-use crate::rules::{Context, Draft, EndpointsSubject, either, paired_service, port_label};
+use crate::rules::{Context, Draft, either, port_label};
 
-pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
-    let Some(subject) = EndpointsSubject::of(object) else {
+pub fn check(_object: &Object, cx: &Context<'_>) -> Vec<Draft> {
+    let Some(subject) = cx.endpoints_subject() else {
         return Vec::new();
     };
     if subject.ports.is_empty() {
         return Vec::new();
     }
-    let Some(paired) = paired_service(&subject, cx) else {
+    let Some(paired) = cx.paired_service() else {
         return Vec::new();
     };
     let service = &paired.service;
