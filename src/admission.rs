@@ -914,7 +914,20 @@ fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
             Verdict::Warned
         };
     } else {
-        let mut message = String::new();
+        // Sized once: a denial's message is a few hundred bytes, else grown by doubling from 8.
+        let mut message = String::with_capacity(
+            denials
+                .iter()
+                .take(MAX_SHOWN)
+                .map(|f| {
+                    f.message.len()
+                        + f.field.len()
+                        + f.object.namespace.len()
+                        + f.object.name.len()
+                        + 64
+                })
+                .sum(),
+        );
         for (i, f) in denials.iter().take(MAX_SHOWN).enumerate() {
             if i > 0 {
                 message.push('\n');
@@ -1016,6 +1029,10 @@ fn delete_warnings(object: &Object, view: &dyn ClusterView, policy: &Policy) -> 
 /// One line the API server keeps: no control characters, and not so long that the total
 /// gets truncated.
 fn warning_line(text: &str) -> String {
+    // Bytes bound characters: a short line without control characters is already one.
+    if text.len() <= WARNING_MAX_CHARS && !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
     let mut line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
