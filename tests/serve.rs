@@ -842,6 +842,37 @@ fn without_a_certificate_serve_exits_2_and_says_how_to_make_one() {
 }
 
 #[test]
+fn a_worker_thread_count_that_is_not_a_positive_number_exits_2_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path(), &[]);
+    for value in ["abc", "0", "-1"] {
+        let out = std::process::Command::new(BIN)
+            .arg("serve")
+            .args([
+                "--no-cluster",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("tls.key"))
+            .env("TOKIO_WORKER_THREADS", value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("TOKIO_WORKER_THREADS is \"{value}\"")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
 fn a_broken_policy_at_start_exits_2_naming_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path(), &[]);

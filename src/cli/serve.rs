@@ -153,6 +153,25 @@ where
     };
 }
 
+/// The runtime's worker threads: `TOKIO_WORKER_THREADS` when it is set, read here because
+/// tokio panics on a value it cannot use; otherwise tokio's default, one per CPU the process
+/// may use (its CPU quota counts: one worker under the Deployment's 1-CPU limit).
+fn worker_threads() -> Result<Option<usize>, String> {
+    const VAR: &str = "TOKIO_WORKER_THREADS";
+    match std::env::var(VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(value) => match value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(format!(
+                "{VAR} is {value:?}: it must be a whole number of threads, 1 or more (or unset, for one per CPU the process may use)"
+            )),
+        },
+        Err(std::env::VarError::NotUnicode(value)) => Err(format!(
+            "{VAR} is {value:?}, not text: it must be a whole number of threads, 1 or more (or unset, for one per CPU the process may use)"
+        )),
+    }
+}
+
 pub fn run(args: ServeArgs) -> u8 {
     let _log_flush = init_logging(args.log_format);
     // One crypto provider, installed before any TLS object exists.
@@ -185,10 +204,18 @@ pub fn run(args: ServeArgs) -> u8 {
         shutdown_grace: args.shutdown_grace,
         shutdown_delay: args.shutdown_delay,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    match worker_threads() {
+        Ok(Some(n)) => {
+            runtime.worker_threads(n);
+        }
+        Ok(None) => {}
+        Err(message) => {
+            eprintln!("error: {message}");
+            return super::exit::USAGE;
+        }
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
