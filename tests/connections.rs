@@ -355,23 +355,8 @@ fn a_client_ca_file_that_is_not_a_certificate_stops_serve_naming_the_file() {
     make_certs(dir.path(), &[]);
     let bad = dir.path().join("clients.crt");
     std::fs::write(&bad, "not a certificate").unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("serve")
-        .args([
-            "--no-cluster",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--tls-cert")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.path().join("tls.key"))
-        .arg("--client-ca")
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let bad_arg = bad.to_string_lossy();
+    let out = serve_refused(dir.path(), &["--client-ca", &bad_arg], &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

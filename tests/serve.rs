@@ -846,22 +846,7 @@ fn a_worker_thread_count_that_is_not_a_positive_number_exits_2_naming_the_variab
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path(), &[]);
     for value in ["abc", "0", "-1"] {
-        let out = std::process::Command::new(BIN)
-            .arg("serve")
-            .args([
-                "--no-cluster",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--tls-cert")
-            .arg(dir.path().join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.path().join("tls.key"))
-            .env("TOKIO_WORKER_THREADS", value)
-            .output()
-            .unwrap();
+        let out = serve_refused(dir.path(), &[], &[("TOKIO_WORKER_THREADS", value)]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
         assert!(

@@ -36,6 +36,28 @@ pub fn make_certs(dir: &Path, extra: &[&str]) {
     );
 }
 
+/// Runs `extsvc-guard serve --no-cluster` with the certificates in `dir`, plus `extra`
+/// arguments and `env`, until it exits: for the ways it refuses to start.
+pub fn serve_refused(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("serve")
+        .args([
+            "--no-cluster",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .args(extra)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 /// A running `extsvc-guard serve`, killed when dropped.
 pub struct Server {
     pub child: Child,
