@@ -625,8 +625,8 @@ impl RawPolicy {
             })
             .collect::<Result<_, _>>()?;
         let mut rules: BTreeMap<RuleId, RuleAction> = RuleId::ALL
-            .into_iter()
-            .map(|r| {
+            .iter()
+            .map(|&r| {
                 let action = match r.default_action() {
                     Action::Deny => RuleAction::Deny,
                     _ => RuleAction::Warn,
@@ -741,6 +741,31 @@ mod tests {
         for (rule, action) in &embedded.rules {
             assert_eq!(action.action(), Some(rule.default_action()), "{rule}");
         }
+    }
+
+    #[test]
+    fn the_default_policy_text_lists_every_rule_of_the_catalogue_with_its_default_action() {
+        let listed: Vec<(String, String)> = DEFAULT_POLICY_YAML
+            .lines()
+            .skip_while(|l| *l != "rules:")
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| {
+                let (id, rest) = l.trim().split_once(':')?;
+                let action = rest.split('#').next()?.trim();
+                Some((id.to_owned(), action.to_owned()))
+            })
+            .collect();
+        let catalogue: Vec<(String, String)> = RuleId::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str().to_owned(),
+                    r.default_action().as_str().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(listed, catalogue);
     }
 
     #[test]

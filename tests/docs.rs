@@ -44,6 +44,18 @@ fn the_readme_prints_the_embedded_default_policy_verbatim() {
 }
 
 #[test]
+fn the_readme_rules_table_has_a_row_for_every_rule_of_the_catalogue() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let rows: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .filter(|id| extsvc_guard::finding::RuleId::from_id(id).is_some())
+        .collect();
+    let ids: Vec<&str> = extsvc_guard::finding::RuleId::NAMES.to_vec();
+    assert_eq!(rows, ids, "the README's rules table, in catalogue order");
+}
+
+#[test]
 fn each_rule_example_fires_its_rule() {
     for (file, rule, action) in [
         ("mysql-pair.yaml", "endpoints-orphaned", "deny"),

@@ -4,9 +4,14 @@
 
 use k8s_openapi::api::core::v1::Service;
 
+use crate::finding::Action;
 use crate::object::{Object, SERVICE_NAME_LABEL};
 use crate::rules::{Context, Draft};
 use crate::target::{host_part, parse_ip};
+
+pub const ID: &str = "externalname-ip";
+pub const SUMMARY: &str = "IP address in spec.externalName: cluster DNS cannot CNAME to an IP, the name never resolves";
+pub const DEFAULT: Action = Action::Deny;
 
 pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
     let Object::Service(service) = object else {

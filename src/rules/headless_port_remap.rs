@@ -8,9 +8,14 @@
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::finding::Action;
 use crate::cluster::ServiceInfo;
 use crate::object::{Object, ServiceShape, is_headless};
 use crate::rules::{Context, Draft, Mode, port_label};
+
+pub const ID: &str = "headless-port-remap";
+pub const SUMMARY: &str = "headless Service whose ports are remapped: clients dial the endpoint IPs on the Service port, nothing remaps it";
+pub const DEFAULT: Action = Action::Deny;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     match object {

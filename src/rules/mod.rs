@@ -6,21 +6,9 @@ use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use crate::cluster::{ClusterView, EndpointPort, ServiceInfo};
-use crate::finding::{Action, Finding, RuleId, Severity, field_key};
+use crate::finding::{Action, Finding, Severity, field_key};
 use crate::object::{Kind, Object, SERVICE_NAME_LABEL};
 use crate::policy::{NamespacePolicy, Policy};
-
-pub mod endpoints_orphaned;
-pub mod endpoints_overwritten;
-pub mod endpointslice_unlabeled;
-pub mod externalname_host_mismatch;
-pub mod externalname_invalid;
-pub mod externalname_ip;
-pub mod headless_port_remap;
-pub mod port_name_mismatch;
-pub mod required_metadata;
-pub mod service_no_endpoints;
-pub mod target_disallowed;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -141,26 +129,105 @@ impl Draft {
 
 type Rule = fn(&Object, &Context<'_>) -> Vec<Draft>;
 
-/// The catalogue, in the order findings are reported.
-const RULES: [(RuleId, Rule); 11] = [
-    (
-        RuleId::EndpointsliceUnlabeled,
-        endpointslice_unlabeled::check,
-    ),
-    (RuleId::EndpointsOrphaned, endpoints_orphaned::check),
-    (RuleId::EndpointsOverwritten, endpoints_overwritten::check),
-    (RuleId::PortNameMismatch, port_name_mismatch::check),
-    (RuleId::HeadlessPortRemap, headless_port_remap::check),
-    (RuleId::ServiceNoEndpoints, service_no_endpoints::check),
-    (RuleId::ExternalnameIp, externalname_ip::check),
-    (RuleId::ExternalnameInvalid, externalname_invalid::check),
-    (
-        RuleId::ExternalnameHostMismatch,
-        externalname_host_mismatch::check,
-    ),
-    (RuleId::TargetDisallowed, target_disallowed::check),
-    (RuleId::RequiredMetadata, required_metadata::check),
-];
+/// Declares the catalogue from one line per rule: `Variant => module`. Each module declares
+/// its `ID`, `SUMMARY`, `DEFAULT` action and `check`; everything else (the [`RuleId`] enum,
+/// its string form, the order findings are reported in) follows from this list.
+macro_rules! catalogue {
+    ($($variant:ident => $module:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        /// The stable rule ids of the catalogue. The string form is the contract: it appears
+        /// in denials, JSON, SARIF and the policy file.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum RuleId {
+            $($variant),+
+        }
+
+        impl RuleId {
+            /// Every rule, in the order findings are reported.
+            pub const ALL: &'static [RuleId] = &[$(RuleId::$variant),+];
+            /// Every rule id's string form, in the same order.
+            pub const NAMES: &'static [&'static str] = &[$($module::ID),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(RuleId::$variant => $module::ID),+
+                }
+            }
+
+            /// The action a rule takes when the policy does not say otherwise.
+            pub fn default_action(self) -> Action {
+                match self {
+                    $(RuleId::$variant => $module::DEFAULT),+
+                }
+            }
+
+            /// One line on what the rule catches (SARIF rule descriptors, listings).
+            pub fn summary(self) -> &'static str {
+                match self {
+                    $(RuleId::$variant => $module::SUMMARY),+
+                }
+            }
+
+            fn check(self) -> Rule {
+                match self {
+                    $(RuleId::$variant => $module::check),+
+                }
+            }
+        }
+    };
+}
+
+// The catalogue, in the order findings are reported. A new rule is one file in this
+// directory (named after its id) and one line here.
+catalogue! {
+    EndpointsOrphaned => endpoints_orphaned,
+    EndpointsliceUnlabeled => endpointslice_unlabeled,
+    EndpointsOverwritten => endpoints_overwritten,
+    ServiceNoEndpoints => service_no_endpoints,
+    PortNameMismatch => port_name_mismatch,
+    ExternalnameIp => externalname_ip,
+    ExternalnameInvalid => externalname_invalid,
+    ExternalnameHostMismatch => externalname_host_mismatch,
+    HeadlessPortRemap => headless_port_remap,
+    TargetDisallowed => target_disallowed,
+    RequiredMetadata => required_metadata,
+}
+
+impl RuleId {
+    /// The rule whose id is `id`.
+    pub fn from_id(id: &str) -> Option<RuleId> {
+        RuleId::ALL.iter().copied().find(|r| r.as_str() == id)
+    }
+}
+
+impl std::fmt::Display for RuleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for RuleId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RuleId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RuleId, D::Error> {
+        struct Id;
+        impl serde::de::Visitor<'_> for Id {
+            type Value = RuleId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a rule id")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RuleId, E> {
+                RuleId::from_id(v).ok_or_else(|| E::unknown_variant(v, RuleId::NAMES))
+            }
+        }
+        deserializer.deserialize_str(Id)
+    }
+}
 
 /// Judges one object. Objects in exempt namespaces get no findings; rules the policy turns
 /// off do not run. In a set, objects the control plane wrote (by their content) get none
@@ -191,11 +258,11 @@ pub fn judge(object: &Object, view: &dyn ClusterView, policy: &Policy, mode: Mod
     };
     let reference = object.reference();
     let mut findings = Vec::new();
-    for (rule, check) in RULES {
+    for &rule in RuleId::ALL {
         let Some(policy_action) = ns_policy.action(rule) else {
             continue;
         };
-        for draft in check(object, &cx) {
+        for draft in rule.check()(object, &cx) {
             let action = match draft.severity {
                 Severity::Violation => policy_action,
                 Severity::Advisory => policy_action.min(Action::Warn),

@@ -9,10 +9,15 @@
 
 use std::collections::BTreeSet;
 
+use crate::finding::Action;
 use crate::cluster::ServicePortInfo;
 use crate::object::Kind;
 use crate::object::Object;
 use crate::rules::{Context, Draft, either, port_label};
+
+pub const ID: &str = "port-name-mismatch";
+pub const SUMMARY: &str = "Endpoints/EndpointSlice port (name, protocol) that matches no Service port: kube-proxy pairs ports by name";
+pub const DEFAULT: Action = Action::Deny;
 
 pub fn check(_object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Some(subject) = cx.endpoints_subject() else {
