@@ -40,10 +40,66 @@ impl fmt::Display for Target {
     }
 }
 
-/// Parses an IP literal; a trailing dot (`1.2.3.4.`) still reads as the address.
+/// Parses an IP literal the way Kubernetes reads it (Go's `ParseIPSloppy`, used by
+/// kube-apiserver's validation and by kube-proxy): IPv4 parts may carry leading zeros and are
+/// read as decimal, so `100.100.100.0200` is 100.100.100.200. A trailing dot (`1.2.3.4.`)
+/// still reads as the address.
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
     let text = text.strip_suffix('.').unwrap_or(text);
-    IpAddr::from_str(text).ok().map(canonical_ip)
+    let ip = match IpAddr::from_str(text) {
+        Ok(ip) => ip,
+        Err(_) => parse_with_leading_zeros(text)?,
+    };
+    Some(canonical_ip(ip))
+}
+
+/// The address an IP literal written with leading zeros in an IPv4 part means to Kubernetes
+/// (`010.1.1.1` → 10.1.1.1), or `None` when it has none or is no IP at all. Other tools read
+/// such parts as octal (inet_aton: 010 is 8), and Kubernetes 1.33+ warns that a later
+/// release will refuse them.
+pub fn leading_zero_ip(text: &str) -> Option<IpAddr> {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    if IpAddr::from_str(text).is_ok() {
+        return None;
+    }
+    parse_with_leading_zeros(text)
+}
+
+/// Go 1.16's `net.ParseIP`, which `ParseIPSloppy` keeps: dotted-quad IPv4, alone or as the
+/// tail of an IPv6 address, each part decimal digits (any number of leading zeros) ≤ 255.
+fn parse_with_leading_zeros(text: &str) -> Option<IpAddr> {
+    let quad = |s: &str| -> Option<std::net::Ipv4Addr> {
+        let mut octets = [0u8; 4];
+        let mut parts = s.split('.');
+        for octet in &mut octets {
+            let part = parts.next()?;
+            if part.is_empty() || part.len() > 12 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            *octet = u8::try_from(part.parse::<u32>().ok()?).ok()?;
+        }
+        parts
+            .next()
+            .is_none()
+            .then_some(std::net::Ipv4Addr::from(octets))
+    };
+    match text.rsplit_once(':') {
+        None => quad(text).map(IpAddr::V4),
+        Some((head, tail)) if tail.contains('.') => {
+            let v4 = quad(tail)?;
+            IpAddr::from_str(&format!("{head}:{v4}")).ok()
+        }
+        Some(_) => None,
+    }
+}
+
+/// How an address reads in a message: as written, and what Kubernetes reads it as when the
+/// two differ (`"100.100.100.0200" (read by Kubernetes as 100.100.100.200)`).
+pub fn show_address(written: &str, ip: IpAddr) -> String {
+    match leading_zero_ip(written.trim()) {
+        Some(_) => format!("{:?} (read by Kubernetes as {ip})", written.trim()),
+        None => ip.to_string(),
+    }
 }
 
 /// IPv4-mapped IPv6 addresses become the IPv4 address they carry.
@@ -342,6 +398,37 @@ mod tests {
             Target::parse("::ffff:169.254.169.254"),
             Target::Ip("169.254.169.254".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn ipv4_parts_with_leading_zeros_are_read_as_decimal_as_kubernetes_reads_them() {
+        let meant: IpAddr = "100.100.100.200".parse().unwrap();
+        assert_eq!(parse_ip("100.100.100.0200"), Some(meant));
+        assert_eq!(leading_zero_ip("100.100.100.0200"), Some(meant));
+        assert_eq!(parse_ip("010.001.1.1"), Some("10.1.1.1".parse().unwrap()));
+        assert_eq!(
+            parse_ip("::ffff:169.254.169.0254"),
+            Some("169.254.169.254".parse().unwrap())
+        );
+        // Canonical spellings are not reported as leading-zero ones.
+        assert_eq!(leading_zero_ip("100.100.100.200"), None);
+        assert_eq!(leading_zero_ip("fd00::1"), None);
+        // Still no IP: out of range, too few parts, not digits.
+        for text in [
+            "1.2.3.0256",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.x",
+            "01.2.3.-4",
+            "db.example.com",
+        ] {
+            assert_eq!(parse_ip(text), None, "{text}");
+        }
+        assert_eq!(
+            show_address("100.100.100.0200", meant),
+            "\"100.100.100.0200\" (read by Kubernetes as 100.100.100.200)"
+        );
+        assert_eq!(show_address("100.100.100.200", meant), "100.100.100.200");
     }
 
     #[test]

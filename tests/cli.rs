@@ -376,19 +376,7 @@ fn json_output_has_exactly_findings_and_errors_with_exactly_their_documented_key
 
 // ---- SARIF ------------------------------------------------------------------------------------
 
-const ALL_RULE_IDS: [&str; 11] = [
-    "endpoints-orphaned",
-    "endpointslice-unlabeled",
-    "endpoints-overwritten",
-    "service-no-endpoints",
-    "port-name-mismatch",
-    "externalname-ip",
-    "externalname-invalid",
-    "externalname-host-mismatch",
-    "headless-port-remap",
-    "target-disallowed",
-    "required-metadata",
-];
+const ALL_RULE_IDS: &[&str] = extsvc_guard::finding::RuleId::NAMES;
 
 /// A manifest set on which every rule fires (required-metadata with `REQUIRE_POLICY`).
 const EVERY_RULE: &str = r#"
@@ -457,6 +445,7 @@ metadata:
 subsets:
   - addresses:
       - ip: 203.0.113.9
+      - ip: 203.0.113.010
     ports:
       - name: pg
         port: 5432
@@ -565,7 +554,11 @@ fn sarif_output_is_valid_sarif_2_1_0_with_one_descriptor_per_rule_and_results_th
         .iter()
         .map(|r| r["id"].as_str().expect("a rule has an id"))
         .collect();
-    assert_eq!(ids.len(), 11, "one descriptor per rule: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        ALL_RULE_IDS.len(),
+        "one descriptor per rule: {ids:?}"
+    );
     assert_eq!(
         ids.iter().copied().collect::<BTreeSet<_>>(),
         ALL_RULE_IDS.iter().copied().collect::<BTreeSet<_>>()

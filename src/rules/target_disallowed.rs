@@ -10,7 +10,7 @@ use crate::finding::Action;
 use crate::object::Object;
 use crate::rules::externalname_ip::external_name;
 use crate::rules::{Context, Draft};
-use crate::target::{Cidr, Target, TargetList, host_part, parse_ip};
+use crate::target::{Cidr, Target, TargetList, host_part, parse_ip, show_address};
 
 pub const ID: &str = "target-disallowed";
 pub const SUMMARY: &str = "endpoint address, externalName host or externalIP that the policy does not allow as a target";
@@ -19,8 +19,7 @@ pub const DEFAULT: Action = Action::Deny;
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let mut drafts = Vec::new();
     for_each_target(object, |field, written| {
-        let target = Target::parse(written);
-        if let Some(why) = denied(&target, cx) {
+        if let Some(why) = target_denied(written, cx) {
             drafts.push(Draft::violation(field.to_string(), why));
         }
     });
@@ -35,9 +34,19 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     drafts
 }
 
-/// Where a target is written; spelled out only for a denial (an Endpoints may list 100k).
+/// Why the target written as `written` is denied here, or `None` when it is allowed.
+pub fn target_denied(written: &str, cx: &Context<'_>) -> Option<String> {
+    let target = Target::parse(written);
+    let shown = match &target {
+        Target::Ip(ip) => show_address(written, *ip),
+        Target::Host(host) => host.clone(),
+    };
+    denied(&target, &shown, cx)
+}
+
+/// Where a target is written; spelled out only for a finding (an Endpoints may list 100k).
 #[derive(Clone, Copy)]
-enum TargetField {
+pub enum TargetField {
     ExternalName,
     Address { subset: usize, index: usize },
     NotReadyAddress { subset: usize, index: usize },
@@ -62,7 +71,7 @@ impl std::fmt::Display for TargetField {
 }
 
 /// Calls `visit` with each address or host the object sends traffic to, and its field.
-fn for_each_target<'o>(object: &'o Object, mut visit: impl FnMut(TargetField, &'o str)) {
+pub fn for_each_target<'o>(object: &'o Object, mut visit: impl FnMut(TargetField, &'o str)) {
     match object {
         Object::Service(service) => {
             if let Some(name) = external_name(service) {
@@ -92,24 +101,24 @@ fn for_each_target<'o>(object: &'o Object, mut visit: impl FnMut(TargetField, &'
     }
 }
 
-fn denied(target: &Target, cx: &Context<'_>) -> Option<String> {
+fn denied(target: &Target, shown: &str, cx: &Context<'_>) -> Option<String> {
     let policy = cx.policy.policy;
     if let Some(hit) = policy.deny.find(target) {
         return Some(format!(
-            "{target} is in {hit}, which the policy denies as a target; point it at the external service's real address"
+            "{shown} is in {hit}, which the policy denies as a target; point it at the external service's real address"
         ));
     }
     if let Target::Ip(ip) = target
         && let Some(range) = policy.cluster_cidrs.iter().find(|c| c.contains(*ip))
     {
         return Some(format!(
-            "{target} is inside the cluster's own Pod/Service range {range} (clusterCIDRs): hand-written endpoints there reach in-cluster workloads around NetworkPolicy (CVE-2021-25740); to reach a workload in the cluster use a Service with a selector"
+            "{shown} is inside the cluster's own Pod/Service range {range} (clusterCIDRs): hand-written endpoints there reach in-cluster workloads around NetworkPolicy (CVE-2021-25740); to reach a workload in the cluster use a Service with a selector"
         ));
     }
     let allow = cx.policy.allow;
     if !allow.is_empty() && allow.find(target).is_none() {
         return Some(format!(
-            "{target} is not in the targets allowed in namespace {} ({}); point it at an allowed target, or ask the platform team to add it to the policy's targets.allow",
+            "{shown} is not in the targets allowed in namespace {} ({}); point it at an allowed target, or ask the platform team to add it to the policy's targets.allow",
             cx.namespace,
             describe(allow)
         ));
@@ -117,13 +126,15 @@ fn denied(target: &Target, cx: &Context<'_>) -> Option<String> {
     None
 }
 
-fn external_ip_denied(written: &str, cx: &Context<'_>) -> Option<String> {
+/// Why the externalIP written as `written` is denied here, or `None` when it is allowed.
+pub fn external_ip_denied(written: &str, cx: &Context<'_>) -> Option<String> {
     let Some(ip) = parse_ip(written.trim()) else {
         return Some(format!(
             "{written:?} is not an IP address; spec.externalIPs takes IP addresses only"
         ));
     };
-    if let Some(why) = denied(&Target::Ip(ip), cx) {
+    let shown = show_address(written, ip);
+    if let Some(why) = denied(&Target::Ip(ip), &shown, cx) {
         return Some(why);
     }
     let allow = &cx.policy.policy.external_ips_allow;
@@ -143,7 +154,7 @@ fn external_ip_denied(written: &str, cx: &Context<'_>) -> Option<String> {
         )
     };
     Some(format!(
-        "externalIP {ip}: every node captures traffic for an externalIP, which lets a Service intercept any address (CVE-2020-8554), and {allowed}; remove spec.externalIPs (use a LoadBalancer or NodePort Service), or ask the platform team to add it to externalIPs.allow"
+        "externalIP {shown}: every node captures traffic for an externalIP, which lets a Service intercept any address (CVE-2020-8554), and {allowed}; remove spec.externalIPs (use a LoadBalancer or NodePort Service), or ask the platform team to add it to externalIPs.allow"
     ))
 }
 
@@ -209,6 +220,23 @@ mod tests {
             let findings = judge_set(&endpoints_at(ip));
             one(&findings, RuleId::TargetDisallowed, Action::Deny, "db");
         }
+    }
+
+    #[test]
+    fn an_address_with_leading_zeros_is_judged_as_the_address_kubernetes_reads() {
+        // kube-proxy dials 100.100.100.200, the Alibaba Cloud metadata server.
+        let findings = judge_set(&endpoints_at("100.100.100.0200"));
+        let f = one(&findings, RuleId::TargetDisallowed, Action::Deny, "db");
+        assert!(
+            f.message.starts_with(
+                "\"100.100.100.0200\" (read by Kubernetes as 100.100.100.200) is in 100.100.100.200/32"
+            ),
+            "{}",
+            f.message
+        );
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n  externalIPs: [\"169.254.169.0254\"]\n";
+        let f = one(&judge_set(svc), RuleId::TargetDisallowed, Action::Deny, "web");
+        assert!(f.message.contains("(read by Kubernetes as 169.254.169.254) is in 169.254.0.0/16"), "{}", f.message);
     }
 
     #[test]
