@@ -59,10 +59,8 @@ fn fill(n: usize, hand_written: bool) -> ClusterCache {
         let ep = serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns, "annotations": annotations},
             "subsets": [{"addresses": [{"ip": "10.1.2.3"}, {"ip": "10.1.2.4"}], "ports": [{"name": "http", "port": 8080}]}]}))
         .expect("a valid Endpoints");
-        let info = EndpointsInfo::of(&ep);
-        if !info.control_plane {
-            endpoints.push(Entry::Endpoints(info));
-        }
+        // The cache itself forgets what the endpoints controller maintains.
+        endpoints.push(Entry::Endpoints(EndpointsInfo::of(&ep)));
     }
     cache.replace_all(&ids[1], endpoints, now);
     let mut slices = Vec::new();
@@ -84,10 +82,7 @@ fn fill(n: usize, hand_written: bool) -> ClusterCache {
             "addressType": "IPv4", "endpoints": [{"addresses": ["10.1.2.3"]}, {"addresses": ["10.1.2.4"]}],
             "ports": [{"name": "http", "port": 8080}]}))
         .expect("a valid EndpointSlice");
-        let info = SliceInfo::of(&slice);
-        if !info.control_plane {
-            slices.push(Entry::Slice(info));
-        }
+        slices.push(Entry::Slice(SliceInfo::of(&slice)));
     }
     cache.replace_all(&ids[2], slices, now);
     cache

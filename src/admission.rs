@@ -738,14 +738,6 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Prepared<'_> {
         (Operation::Update, Some(raw)) => raw.read(kind).ok(),
         _ => None,
     };
-    // What an object says about its writer is only believed when it said so before: anyone
-    // can put the endpoints controller's annotation or field manager on a new object.
-    if operation == Operation::Update
-        && object.is_control_plane_managed()
-        && old.as_deref().is_some_and(|o| o.is_control_plane_managed())
-    {
-        return Prepared::Answered(Decision::new(request, kind).skipped());
-    }
     Prepared::Judge(Subject {
         request,
         kind,
@@ -1010,7 +1002,8 @@ fn delete_warnings(object: &Object, view: &dyn ClusterView, policy: &Policy) -> 
     let left: Vec<String> = view
         .slices_for(namespace, &name)
         .into_iter()
-        .filter(|s| !s.control_plane)
+        // What a controller wrote is owned by the Service or its Endpoints and goes with them.
+        .filter(|s| s.controller.is_none())
         .map(|s| s.name)
         .collect();
     if left.is_empty() {
@@ -1274,15 +1267,19 @@ mod tests {
     }
 
     #[test]
-    fn an_update_of_an_object_the_controller_wrote_before_is_skipped() {
-        let request = parse(&review(ENDPOINTS, "UPDATE", METADATA_EP, Some(METADATA_EP))).unwrap();
+    fn an_update_that_keeps_the_controllers_markers_is_judged_like_any_other() {
+        // Created clean with a copied controller annotation, then patched to the metadata
+        // server: only the request's user could say the control plane writes.
+        let clean = METADATA_EP.replace("100.100.100.200", "11.11.11.11");
+        let request = parse(&review(ENDPOINTS, "UPDATE", METADATA_EP, Some(&clean))).unwrap();
         let d = decide(
             &request,
             &NoClusterView,
             &Policy::embedded(),
             Endpoint::Validate,
         );
-        assert_eq!((d.allowed, d.verdict), (true, Verdict::Skipped));
+        assert_eq!(d.verdict, Verdict::Denied, "{d:#?}");
+        assert_eq!(d.rule_ids(), vec!["target-disallowed"]);
     }
 
     #[test]

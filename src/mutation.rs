@@ -90,7 +90,7 @@ pub fn mutate(object: &Object, view: &dyn ClusterView, policy: &Policy) -> Mutat
     }
     let mut changes = Vec::new();
     let mut warnings = Vec::new();
-    for planned in required_metadata::plan(object, policy, namespace_labels.as_ref()) {
+    for planned in required_metadata::plan(object, view, policy, namespace_labels.as_ref()) {
         let wanted = match planned.outcome {
             Outcome::Add(value) | Outcome::Replace { to: value, .. } => Wanted::Set(value),
             Outcome::FromUnknownNamespace { label } => {
@@ -247,11 +247,14 @@ fn target_summary(object: &Object, view: &dyn ClusterView) -> Option<String> {
     let namespace = object.namespace();
     let name = object.name();
     let mut pairs: Vec<String> = Vec::new();
-    if let Some(endpoints) = view.endpoints(namespace, &name) {
+    let shape = Some(ServiceShape::of(service));
+    let endpoints = view.endpoints(namespace, &name);
+    let endpoints_exist = endpoints.is_some();
+    if let Some(endpoints) = endpoints.filter(|e| !e.maintained(shape)) {
         pairs.extend(address_ports(&endpoints.addresses, &endpoints.ports));
     }
     for slice in view.slices_for(namespace, &name) {
-        if !slice.control_plane {
+        if !slice.maintained(shape, endpoints_exist) {
             pairs.extend(address_ports(&slice.addresses, &slice.ports));
         }
     }

@@ -116,14 +116,15 @@ impl Object {
         self.labels().and_then(|l| l.get(key)).map(String::as_str)
     }
 
-    /// True for objects the control plane wrote: Endpoints from the endpoints controller,
-    /// EndpointSlices from the EndpointSlice or mirroring controllers. They are never
-    /// judged as hand-written.
-    pub fn is_control_plane_managed(&self) -> bool {
+    /// Whether the object *says* a controller of the control plane wrote it: the endpoints
+    /// controller's annotation or field manager on Endpoints, a controller's `managed-by`
+    /// label with the matching owner reference on an EndpointSlice. Anyone can write these,
+    /// so this proves nothing alone: see [`crate::cluster::written_by_controller`].
+    pub fn claims_controller(&self) -> bool {
         match self {
             Object::Service(_) => false,
-            Object::Endpoints(e) => endpoints_written_by_controller(&e.metadata),
-            Object::EndpointSlice(s) => slice_managed_by_control_plane(&s.metadata),
+            Object::Endpoints(e) => endpoints_claim_controller(&e.metadata),
+            Object::EndpointSlice(s) => slice_claimed_controller(&s.metadata).is_some(),
         }
     }
 }
@@ -145,7 +146,7 @@ pub fn name_of(meta: &ObjectMeta) -> String {
 
 /// The endpoints controller marks every Endpoints it writes with its trigger-time
 /// annotation, and its writes carry kube-controller-manager as field manager.
-pub fn endpoints_written_by_controller(meta: &ObjectMeta) -> bool {
+pub fn endpoints_claim_controller(meta: &ObjectMeta) -> bool {
     let annotated = meta
         .annotations
         .as_ref()
@@ -158,23 +159,33 @@ pub fn endpoints_written_by_controller(meta: &ObjectMeta) -> bool {
     annotated || managed
 }
 
-/// Mirrored slices are always the mirroring controller's. A slice that says it belongs to the
-/// EndpointSlice controller is the controller's only when a Service owns it as controller:
-/// a hand-written slice that merely claims the label is judged (see `endpoints-overwritten`).
-pub fn slice_managed_by_control_plane(meta: &ObjectMeta) -> bool {
-    let managed_by = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .map(String::as_str);
-    match managed_by {
-        Some(MIRRORING_CONTROLLER) => true,
-        Some(ENDPOINTSLICE_CONTROLLER) => meta.owner_references.as_ref().is_some_and(|refs| {
-            refs.iter()
-                .any(|r| r.kind == "Service" && r.controller == Some(true))
-        }),
-        _ => false,
-    }
+/// A controller of the control plane that writes EndpointSlices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceController {
+    /// The EndpointSlice controller: slices of a Service with a selector, owned by it.
+    EndpointSlice,
+    /// The mirroring controller: copies of a selectorless Service's Endpoints, owned by them.
+    Mirroring,
+}
+
+/// The controller an EndpointSlice says wrote it: its `managed-by` label names the
+/// controller, and its controller owner reference is what that controller sets (its Service
+/// for the EndpointSlice controller, the Endpoints it mirrors for the mirroring
+/// controller), named after the slice's Service.
+pub fn slice_claimed_controller(meta: &ObjectMeta) -> Option<SliceController> {
+    let labels = meta.labels.as_ref()?;
+    let (controller, owner_kind) = match labels.get(MANAGED_BY_LABEL).map(String::as_str) {
+        Some(ENDPOINTSLICE_CONTROLLER) => (SliceController::EndpointSlice, "Service"),
+        Some(MIRRORING_CONTROLLER) => (SliceController::Mirroring, "Endpoints"),
+        _ => return None,
+    };
+    let service = labels.get(SERVICE_NAME_LABEL)?;
+    let owned = meta
+        .owner_references
+        .as_ref()?
+        .iter()
+        .any(|r| r.kind == owner_kind && r.controller == Some(true) && &r.name == service);
+    owned.then_some(controller)
 }
 
 /// How a Service reaches its backends — what decides which rules apply to it.
@@ -271,22 +282,44 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_that_only_claims_the_controller_label_is_hand_written() {
-        let meta = ObjectMeta {
+    fn a_slice_claims_a_controller_only_with_its_label_and_the_matching_owner() {
+        let meta = |managed_by: &str, owner_kind: &str, owner: &str| ObjectMeta {
             labels: Some(
-                [(
-                    MANAGED_BY_LABEL.to_owned(),
-                    ENDPOINTSLICE_CONTROLLER.to_owned(),
-                )]
+                [
+                    (MANAGED_BY_LABEL.to_owned(), managed_by.to_owned()),
+                    (SERVICE_NAME_LABEL.to_owned(), "db".to_owned()),
+                ]
                 .into(),
             ),
+            owner_references: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    kind: owner_kind.to_owned(),
+                    name: owner.to_owned(),
+                    controller: Some(true),
+                    ..Default::default()
+                },
+            ]),
             ..Default::default()
         };
-        assert!(!slice_managed_by_control_plane(&meta));
-        let mirrored = ObjectMeta {
-            labels: Some([(MANAGED_BY_LABEL.to_owned(), MIRRORING_CONTROLLER.to_owned())].into()),
-            ..Default::default()
-        };
-        assert!(slice_managed_by_control_plane(&mirrored));
+        assert_eq!(
+            slice_claimed_controller(&meta(ENDPOINTSLICE_CONTROLLER, "Service", "db")),
+            Some(SliceController::EndpointSlice)
+        );
+        assert_eq!(
+            slice_claimed_controller(&meta(MIRRORING_CONTROLLER, "Endpoints", "db")),
+            Some(SliceController::Mirroring)
+        );
+        // The label alone, the wrong owner kind, or an owner of another name: no claim.
+        let mut label_only = meta(ENDPOINTSLICE_CONTROLLER, "Service", "db");
+        label_only.owner_references = None;
+        assert_eq!(slice_claimed_controller(&label_only), None);
+        assert_eq!(
+            slice_claimed_controller(&meta(MIRRORING_CONTROLLER, "Service", "db")),
+            None
+        );
+        assert_eq!(
+            slice_claimed_controller(&meta(ENDPOINTSLICE_CONTROLLER, "Service", "web")),
+            None
+        );
     }
 }

@@ -86,23 +86,53 @@ fn the_real_mysql_ep_request_is_denied_as_orphaned_with_the_port_mismatch() {
     );
 }
 
-/// Recognised by content, as `check` and `scan` see them; in admission the requester
-/// decides (tests/serve.rs), because anyone can copy these markers onto a new object.
+/// As `check` and `scan` see them: an object is the control plane's only when what it says
+/// about its writer is confirmed by the set (its Service has a selector; a mirrored slice's
+/// Endpoints and selectorless Service exist). In admission the requester decides
+/// (tests/serve.rs), because anyone can copy these markers onto an object.
 #[test]
-fn objects_written_by_the_control_plane_are_recognised_by_their_content_in_a_set() {
-    for name in [
-        "007-EndpointSlice-CREATE.json",
-        "010-EndpointSlice-UPDATE.json",
-        "015-EndpointSlice-CREATE.json",
-        "016-Endpoints-CREATE.json",
-        "028-EndpointSlice-DELETE.json",
-        "032-EndpointSlice-DELETE.json",
+fn objects_written_by_the_control_plane_are_recognised_when_the_set_confirms_them() {
+    for (name, confirming) in [
+        (
+            "007-EndpointSlice-CREATE.json",
+            &["005-Service-CREATE.json", "006-Endpoints-CREATE.json"][..],
+        ),
+        (
+            "010-EndpointSlice-UPDATE.json",
+            &["005-Service-CREATE.json", "006-Endpoints-CREATE.json"],
+        ),
+        (
+            "015-EndpointSlice-CREATE.json",
+            &["014-Service-CREATE.json"],
+        ),
+        ("016-Endpoints-CREATE.json", &["014-Service-CREATE.json"]),
+        (
+            "028-EndpointSlice-DELETE.json",
+            &["005-Service-CREATE.json", "006-Endpoints-CREATE.json"],
+        ),
+        (
+            "032-EndpointSlice-DELETE.json",
+            &["014-Service-CREATE.json"],
+        ),
     ] {
         let object = object_of(&fixture(name));
         let mut view = ManifestView::new();
         view.insert(&object);
+        for other in confirming {
+            view.insert(&object_of(&fixture(other)));
+        }
         let findings = judge(&object, &view, &Policy::embedded(), Mode::Set);
         assert!(findings.is_empty(), "{name}: {findings:#?}");
+
+        // Alone, nothing confirms the markers: judged as hand-written (here: no Service).
+        let mut alone = ManifestView::new();
+        alone.insert(&object);
+        let findings = judge(&object, &alone, &Policy::embedded(), Mode::Set);
+        assert_eq!(
+            rules(&findings),
+            vec![(RuleId::EndpointsOrphaned, Action::Warn)],
+            "{name}: {findings:#?}"
+        );
     }
 }
 

@@ -232,17 +232,12 @@ pub fn cache(
             }
             Some("Endpoints") => {
                 let e = serde_json::from_value(object).expect("a valid Endpoints");
-                let info = EndpointsInfo::of(&e);
-                if !info.control_plane {
-                    lists[1].push(Entry::Endpoints(info));
-                }
+                // The cache itself forgets what the endpoints controller maintains.
+                lists[1].push(Entry::Endpoints(EndpointsInfo::of(&e)));
             }
             Some("EndpointSlice") => {
                 let s = serde_json::from_value(object).expect("a valid EndpointSlice");
-                let info = SliceInfo::of(&s);
-                if !info.control_plane {
-                    lists[2].push(Entry::Slice(info));
-                }
+                lists[2].push(Entry::Slice(SliceInfo::of(&s)));
             }
             other => panic!("unexpected kind {other:?}"),
         }

@@ -95,7 +95,7 @@ async fn scan(args: &ScanArgs, policy: &Policy) -> Result<u8, String> {
     for object in &snapshot.objects {
         findings.extend(judge(object, &snapshot.view, policy, Mode::Set));
     }
-    let reports = policyreport::reports(&snapshot.objects, &findings, unix_now());
+    let reports = policyreport::reports(&snapshot.objects, &snapshot.view, &findings, unix_now());
     let report = Report {
         findings: findings
             .iter()

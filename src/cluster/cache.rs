@@ -16,7 +16,7 @@ use crate::cluster::{
     ClusterView, EndpointPort, EndpointsInfo, NAMESPACE_NAME_LABEL, ServiceInfo, ServicePortInfo,
     SliceInfo,
 };
-use crate::object::ServiceShape;
+use crate::object::{ServiceShape, SliceController};
 
 /// The four kinds the cache watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -255,7 +255,7 @@ impl StoredService {
 struct StoredEndpoints {
     ports: Box<[Port]>,
     addresses: Box<[Address]>,
-    control_plane: bool,
+    claims_controller: bool,
 }
 
 impl StoredEndpoints {
@@ -263,7 +263,7 @@ impl StoredEndpoints {
         StoredEndpoints {
             ports: ports(info.ports, strings),
             addresses: addresses(info.addresses),
-            control_plane: info.control_plane,
+            claims_controller: info.claims_controller,
         }
     }
 
@@ -273,7 +273,7 @@ impl StoredEndpoints {
             name: name.to_owned(),
             ports: endpoint_ports(&self.ports),
             addresses: address_texts(&self.addresses),
-            control_plane: self.control_plane,
+            claims_controller: self.claims_controller,
         }
     }
 }
@@ -284,7 +284,7 @@ struct StoredSlice {
     managed_by: Option<Arc<str>>,
     ports: Box<[Port]>,
     addresses: Box<[Address]>,
-    control_plane: bool,
+    controller: Option<SliceController>,
 }
 
 impl StoredSlice {
@@ -294,7 +294,7 @@ impl StoredSlice {
             managed_by: info.managed_by.map(|m| strings.get(&m)),
             ports: ports(info.ports, strings),
             addresses: addresses(info.addresses),
-            control_plane: info.control_plane,
+            controller: info.controller,
         }
     }
 
@@ -306,7 +306,7 @@ impl StoredSlice {
             managed_by: self.managed_by.as_deref().map(str::to_owned),
             ports: endpoint_ports(&self.ports),
             addresses: address_texts(&self.addresses),
-            control_plane: self.control_plane,
+            controller: self.controller,
         }
     }
 }
@@ -414,13 +414,22 @@ impl Store {
     fn upsert(&mut self, entry: Stored) {
         match entry {
             Stored::Service(ns, name, s) => {
-                self.services.entry(ns).or_default().insert(name, s);
+                self.services
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(name.clone(), s);
+                self.forget_maintained(&ns, &name);
             }
             Stored::Endpoints(ns, name, e) => {
-                self.endpoints.entry(ns).or_default().insert(name, e);
+                self.endpoints
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(name.clone(), e);
+                self.forget_maintained(&ns, &name);
             }
             Stored::Slice(ns, name, s) => {
                 self.remove_slice(&ns, &name);
+                let service_name = s.service_name.clone();
                 if let Some(service) = &s.service_name {
                     let names = self
                         .slices_by_service
@@ -432,11 +441,63 @@ impl Store {
                         names.insert(at, name.clone());
                     }
                 }
-                self.slices.entry(ns).or_default().insert(name, s);
+                self.slices.entry(ns.clone()).or_default().insert(name, s);
+                if let Some(service) = service_name {
+                    self.forget_maintained(&ns, &service);
+                }
             }
             Stored::Namespace(name, labels) => {
                 self.namespaces.insert(name, labels);
             }
+        }
+    }
+
+    /// Forgets the Endpoints and EndpointSlices a controller maintains for the Service
+    /// `service`: no rule judges them, and in a large cluster they would be most of the
+    /// cache. What the cache cannot confirm as maintained (see `EndpointsInfo::maintained`)
+    /// stays, since what an object says about its writer proves nothing; it is forgotten
+    /// once its Service arrives, whichever of the two the watches deliver first.
+    fn forget_maintained(&mut self, namespace: &str, service: &str) {
+        let shape = self
+            .services
+            .get(namespace)
+            .and_then(|m| m.get(service))
+            .map(|s| s.shape);
+        if shape == Some(ServiceShape::InCluster)
+            && self
+                .endpoints
+                .get(namespace)
+                .and_then(|m| m.get(service))
+                .is_some_and(|e| e.claims_controller)
+        {
+            remove_from(&mut self.endpoints, namespace, service);
+        }
+        let endpoints_exist = self
+            .endpoints
+            .get(namespace)
+            .is_some_and(|m| m.contains_key(service));
+        let maintained: Vec<Box<str>> = self
+            .slices_by_service
+            .get(namespace)
+            .and_then(|m| m.get(service))
+            .into_iter()
+            .flatten()
+            .filter(|name| {
+                self.slices
+                    .get(namespace)
+                    .and_then(|m| m.get(&***name))
+                    .is_some_and(|s| {
+                        SliceInfo {
+                            controller: s.controller,
+                            ..SliceInfo::default()
+                        }
+                        .maintained(shape, endpoints_exist)
+                    })
+            })
+            .cloned()
+            .collect();
+        for name in maintained {
+            self.remove_slice(namespace, &name);
         }
     }
 
@@ -807,6 +868,61 @@ mod tests {
         cache.delete(&slices, "shop", "db-1", now);
         assert!(cache.slices_for("shop", "db").is_empty());
         assert_eq!(cache.watch_states()[&slices].objects, 1);
+    }
+
+    const CONTROLLER_PAIR: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: web
+  namespace: shop
+  annotations: {endpoints.kubernetes.io/last-change-trigger-time: "2026-12-06T22:00:03Z"}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abcde
+  namespace: shop
+  labels:
+    kubernetes.io/service-name: web
+    endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io
+  ownerReferences: [{apiVersion: v1, kind: Service, name: web, uid: x, controller: true}]
+addressType: IPv4
+endpoints: []
+"#;
+
+    #[test]
+    fn what_the_controllers_maintain_is_forgotten_whichever_arrives_first() {
+        let now = Instant::now();
+        let pair = entries(CONTROLLER_PAIR);
+        for order in [[0, 1, 2], [1, 2, 0], [2, 0, 1]] {
+            let cache = ClusterCache::new();
+            for i in order {
+                cache.apply(&id(pair[i].kind()), pair[i].clone(), now);
+            }
+            assert!(cache.service("shop", "web").is_some(), "{order:?}");
+            assert!(cache.endpoints("shop", "web").is_none(), "{order:?}");
+            assert!(cache.slices_for("shop", "web").is_empty(), "{order:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints_that_only_claim_the_controller_are_kept() {
+        // The same markers beside a selectorless Service prove nothing: kept and judged.
+        let now = Instant::now();
+        let cache = ClusterCache::new();
+        let yaml = CONTROLLER_PAIR.replace("spec: {selector: {app: web}, ports", "spec: {ports");
+        for entry in entries(&yaml) {
+            cache.apply(&id(entry.kind()), entry, now);
+        }
+        let endpoints = cache.endpoints("shop", "web").expect("kept");
+        assert!(endpoints.claims_controller);
+        assert_eq!(cache.slices_for("shop", "web").len(), 1);
     }
 
     #[test]

@@ -106,21 +106,15 @@ pub async fn namespace_snapshot(
                 view.insert(&Object::Service(s));
             }
         }
-        // As the cache keeps them: not what the control plane wrote.
+        // All of them: the rules tell what a controller maintains from the Services.
         if let Some(endpoints) = endpoints {
             for e in endpoints.map_err(|e| explain("list", "endpoints", &e))? {
-                let e = Object::Endpoints(e);
-                if !e.is_control_plane_managed() {
-                    view.insert(&e);
-                }
+                view.insert(&Object::Endpoints(e));
             }
         }
         if let Some(slices) = slices {
             for s in slices.map_err(|e| explain("list", "endpointslices", &e))? {
-                let s = Object::EndpointSlice(s);
-                if !s.is_control_plane_managed() {
-                    view.insert(&s);
-                }
+                view.insert(&Object::EndpointSlice(s));
             }
         }
         if let Some(ns) = ns

@@ -18,7 +18,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::object::{
-    self, MANAGED_BY_LABEL, Object, SERVICE_NAME_LABEL, ServiceShape, namespace_of, protocol_or_tcp,
+    self, MANAGED_BY_LABEL, Object, SERVICE_NAME_LABEL, ServiceShape, SliceController,
+    namespace_of, protocol_or_tcp,
 };
 
 /// The label every namespace carries with its own name (set by the API server).
@@ -103,7 +104,8 @@ pub struct EndpointsInfo {
     pub ports: Vec<EndpointPort>,
     /// The addresses of every subset (ready or not), deduplicated.
     pub addresses: Vec<String>,
-    pub control_plane: bool,
+    /// It says the endpoints controller wrote it (see [`EndpointsInfo::maintained`]).
+    pub claims_controller: bool,
 }
 
 impl EndpointsInfo {
@@ -134,12 +136,20 @@ impl EndpointsInfo {
             name: endpoints.metadata.name.clone().unwrap_or_default(),
             ports,
             addresses,
-            control_plane: object::endpoints_written_by_controller(&endpoints.metadata),
+            claims_controller: object::endpoints_claim_controller(&endpoints.metadata),
         }
+    }
+
+    /// Whether the endpoints controller maintains these Endpoints: they say so, and their
+    /// Service (`service`: its shape as the judgement sees it) has a selector. Anything
+    /// else is hand-written, whatever it says — or frozen: what the controller wrote before
+    /// the selector was removed, which kube-proxy still uses.
+    pub fn maintained(&self, service: Option<ServiceShape>) -> bool {
+        self.claims_controller && service == Some(ServiceShape::InCluster)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SliceInfo {
     pub namespace: String,
     pub name: String,
@@ -148,7 +158,8 @@ pub struct SliceInfo {
     pub ports: Vec<EndpointPort>,
     /// The addresses of every endpoint, deduplicated.
     pub addresses: Vec<String>,
-    pub control_plane: bool,
+    /// The controller it says wrote it (see [`SliceInfo::maintained`]).
+    pub controller: Option<SliceController>,
 }
 
 impl SliceInfo {
@@ -186,9 +197,77 @@ impl SliceInfo {
             managed_by: label(MANAGED_BY_LABEL),
             ports,
             addresses,
-            control_plane: object::slice_managed_by_control_plane(&slice.metadata),
+            controller: object::slice_claimed_controller(&slice.metadata),
         }
     }
+
+    /// Whether a controller maintains this slice: the EndpointSlice controller's, when its
+    /// Service (`service`: its shape as the judgement sees it) has a selector; the mirroring
+    /// controller's, when it mirrors an existing Endpoints (`endpoints_exist`) of a
+    /// selectorless Service. Anything else is hand-written, whatever it says.
+    pub fn maintained(&self, service: Option<ServiceShape>, endpoints_exist: bool) -> bool {
+        match self.controller {
+            Some(SliceController::EndpointSlice) => service == Some(ServiceShape::InCluster),
+            Some(SliceController::Mirroring) => {
+                endpoints_exist
+                    && matches!(
+                        service,
+                        Some(ServiceShape::IpMapping | ServiceShape::HeadlessMapping)
+                    )
+            }
+            None => false,
+        }
+    }
+}
+
+/// Whether `view` confirms that a controller of the control plane wrote `object` (see
+/// [`EndpointsInfo::maintained`], [`SliceInfo::maintained`]). What an object says about its
+/// writer proves nothing alone: anyone can copy a controller's annotation, label, owner
+/// reference or field manager. Used where only content is known (`check`, `scan`); in
+/// admission the request's user says who writes.
+pub fn written_by_controller(object: &Object, view: &dyn ClusterView) -> bool {
+    let namespace = object.namespace();
+    match object {
+        Object::Service(_) => false,
+        Object::Endpoints(e) => {
+            object::endpoints_claim_controller(&e.metadata)
+                && service_shape(view, namespace, &object.name()) == Some(ServiceShape::InCluster)
+        }
+        Object::EndpointSlice(s) => {
+            let Some(service) = object.label(SERVICE_NAME_LABEL) else {
+                return false;
+            };
+            SliceInfo {
+                controller: object::slice_claimed_controller(&s.metadata),
+                ..SliceInfo::default()
+            }
+            .maintained(
+                service_shape(view, namespace, service),
+                view.endpoints(namespace, service).is_some(),
+            )
+        }
+    }
+}
+
+/// The shape of the Service `name` in `view`, when it knows it.
+pub fn service_shape(view: &dyn ClusterView, namespace: &str, name: &str) -> Option<ServiceShape> {
+    view.service(namespace, name).map(|s| s.shape)
+}
+
+/// Whether the controller maintains `endpoints`, by their Service in `view`.
+pub fn endpoints_maintained(view: &dyn ClusterView, endpoints: &EndpointsInfo) -> bool {
+    endpoints.maintained(service_shape(view, &endpoints.namespace, &endpoints.name))
+}
+
+/// Whether a controller maintains `slice`, by its Service and Endpoints in `view`.
+pub fn slice_maintained(view: &dyn ClusterView, slice: &SliceInfo) -> bool {
+    let Some(service) = slice.service_name.as_deref() else {
+        return false;
+    };
+    slice.maintained(
+        service_shape(view, &slice.namespace, service),
+        view.endpoints(&slice.namespace, service).is_some(),
+    )
 }
 
 /// What the rules may ask about the rest of the cluster. Implemented by the manifest set

@@ -58,21 +58,14 @@ pub fn spawn(
                     watcher::Config::default(),
                     id,
                     cache,
-                    |e| {
-                        // The controller's own Endpoints matter to no rule: not kept.
-                        let info = EndpointsInfo::of(e);
-                        (!info.control_plane).then_some(Entry::Endpoints(info))
-                    },
+                    |e| Some(Entry::Endpoints(EndpointsInfo::of(e))),
                 )),
                 WatchedKind::EndpointSlices => tokio::spawn(run::<EndpointSlice>(
                     api(client, scope),
                     watcher::Config::default(),
                     id,
                     cache,
-                    |s| {
-                        let info = SliceInfo::of(s);
-                        (!info.control_plane).then_some(Entry::Slice(info))
-                    },
+                    |s| Some(Entry::Slice(SliceInfo::of(s))),
                 )),
                 WatchedKind::Namespaces => {
                     // Namespaces are cluster-scoped: with --watch-namespace, watch just that one.

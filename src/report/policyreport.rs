@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::cluster::{ClusterView, written_by_controller};
 use crate::finding::{Action, Finding};
 use crate::object::Object;
 
@@ -44,10 +45,15 @@ fn resource(object: &Object) -> Value {
 
 /// The reports for `objects` and their `findings` (as `judge` gave them), at `now_seconds`
 /// (Unix time).
-pub fn reports(objects: &[Object], findings: &[Finding], now_seconds: i64) -> Vec<Value> {
+pub fn reports(
+    objects: &[Object],
+    view: &dyn ClusterView,
+    findings: &[Finding],
+    now_seconds: i64,
+) -> Vec<Value> {
     let mut by_namespace: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let timestamp = json!({"seconds": now_seconds, "nanos": 0});
-    for object in objects.iter().filter(|o| !o.is_control_plane_managed()) {
+    for object in objects.iter().filter(|o| !written_by_controller(o, view)) {
         let reference = object.reference();
         let own: Vec<&Finding> = findings
             .iter()
@@ -119,8 +125,8 @@ mod tests {
 
     #[test]
     fn the_selector_scan_prunes_by_selects_the_label_every_report_carries() {
-        let (objects, _) = objects(MYSQL_PAIR);
-        let report = &reports(&objects, &[], 0)[0];
+        let (objects, view) = objects(MYSQL_PAIR);
+        let report = &reports(&objects, &view, &[], 0)[0];
         let (key, value) = MANAGED_BY_SELECTOR.split_once('=').unwrap();
         assert_eq!(report["metadata"]["labels"][key], value);
         assert_eq!(report["metadata"]["name"], NAME);
@@ -134,7 +140,7 @@ mod tests {
             .iter()
             .flat_map(|o| judge(o, &view, &policy, Mode::Set))
             .collect();
-        let reports = reports(&objects, &findings, 1_700_000_000);
+        let reports = reports(&objects, &view, &findings, 1_700_000_000);
         assert_eq!(reports.len(), 1);
         let r = &reports[0];
         assert_eq!(r["metadata"]["namespace"], "default");
@@ -288,7 +294,7 @@ mod tests {
             .collect();
         let results = |action| findings.iter().filter(|f| f.action == action).count();
         assert!(results(Action::Deny) > 0 && results(Action::Warn) > 0);
-        let reports = reports(&objects, &findings, 1_700_000_000);
+        let reports = reports(&objects, &view, &findings, 1_700_000_000);
         assert!(reports.len() > 1);
         for report in &reports {
             let mut found = Vec::new();
@@ -299,10 +305,10 @@ mod tests {
 
     #[test]
     fn a_clean_object_is_a_pass() {
-        let (objects, _) = objects(
+        let (objects, view) = objects(
             "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {type: ExternalName, externalName: db.example.com}\n",
         );
-        let reports = reports(&objects, &[], 0);
+        let reports = reports(&objects, &view, &[], 0);
         assert_eq!(reports[0]["summary"]["pass"], 1);
         assert_eq!(reports[0]["metadata"]["namespace"], "shop");
     }

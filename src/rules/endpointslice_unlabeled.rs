@@ -99,7 +99,38 @@ ports: [{name: mysql, port: 3306}]
     }
 
     #[test]
-    fn a_mirrored_slice_is_never_judged() {
+    fn a_mirrored_slice_is_not_judged_when_the_set_confirms_the_mirroring() {
+        let findings = judge_set(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ssa-svc}
+spec:
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: ssa-svc}
+subsets: [{addresses: [{ip: 203.0.113.7}], ports: [{port: 80}]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ssa-svc-87v2z
+  labels:
+    endpointslice.kubernetes.io/managed-by: endpointslicemirroring-controller.k8s.io
+    kubernetes.io/service-name: ssa-svc
+  ownerReferences: [{apiVersion: v1, kind: Endpoints, name: ssa-svc, uid: x, controller: true}]
+addressType: IPv4
+endpoints: [{addresses: [203.0.113.7]}]
+ports: [{port: 80}]
+"#,
+        );
+        assert!(findings.is_empty(), "{findings:#?}");
+    }
+
+    #[test]
+    fn a_slice_that_only_claims_the_mirroring_label_is_judged() {
         let findings = judge_set(
             r#"
 apiVersion: discovery.k8s.io/v1
@@ -111,6 +142,11 @@ addressType: IPv4
 endpoints: [{addresses: [127.0.0.1]}]
 "#,
         );
-        assert!(findings.is_empty(), "{findings:#?}");
+        one(
+            &findings,
+            RuleId::EndpointsliceUnlabeled,
+            Action::Deny,
+            "ssa-svc-87v2z",
+        );
     }
 }

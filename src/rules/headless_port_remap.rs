@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::finding::Action;
 use crate::cluster::ServiceInfo;
 use crate::object::{Object, ServiceShape, is_headless};
-use crate::rules::{Context, Draft, Mode, port_label};
+use crate::cluster::EndpointPort;
+use crate::rules::{Context, Draft, Mode, hand_written_endpoints, port_label};
 
 pub const ID: &str = "headless-port-remap";
 pub const SUMMARY: &str = "headless Service whose ports are remapped: clients dial the endpoint IPs on the Service port, nothing remaps it";
@@ -54,25 +55,13 @@ fn target_port_remaps(service: &ServiceInfo) -> Vec<Draft> {
 
 /// The Service under review changed its port away from what its endpoints serve.
 fn endpoints_on_other_ports(service: &ServiceInfo, cx: &Context<'_>) -> Vec<Draft> {
-    let mut endpoint_ports = Vec::new();
-    if let Some(e) = cx.view.endpoints(cx.namespace, &service.name)
-        && !e.control_plane
-    {
-        endpoint_ports.extend(
-            e.ports
-                .into_iter()
-                .map(|p| (format!("Endpoints {}", e.name), p)),
-        );
-    }
-    for s in cx.view.slices_for(cx.namespace, &service.name) {
-        if !s.control_plane {
-            endpoint_ports.extend(
-                s.ports
-                    .into_iter()
-                    .map(|p| (format!("EndpointSlice {}", s.name), p)),
-            );
-        }
-    }
+    let endpoint_ports: Vec<(String, EndpointPort)> = hand_written_endpoints(cx, service)
+        .into_iter()
+        .flat_map(|e| {
+            let owner = e.describe();
+            e.ports.into_iter().map(move |p| (owner.clone(), p))
+        })
+        .collect();
     let mut drafts = Vec::new();
     for (i, sp) in service.ports.iter().enumerate() {
         if let Some((owner, ep)) = endpoint_ports

@@ -5,7 +5,7 @@
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
-use crate::cluster::{ClusterView, EndpointPort, ServiceInfo};
+use crate::cluster::{ClusterView, EndpointPort, ServiceInfo, written_by_controller};
 use crate::finding::{Action, Finding, Severity, field_key};
 use crate::object::{Kind, Object, SERVICE_NAME_LABEL};
 use crate::policy::{NamespacePolicy, Policy};
@@ -235,7 +235,7 @@ impl<'de> serde::Deserialize<'de> for RuleId {
 /// either; in admission the caller decides that from who is writing, because anyone can
 /// put the controllers' markers on a new object.
 pub fn judge(object: &Object, view: &dyn ClusterView, policy: &Policy, mode: Mode) -> Vec<Finding> {
-    if mode == Mode::Set && object.is_control_plane_managed() {
+    if mode == Mode::Set && written_by_controller(object, view) {
         return Vec::new();
     }
     let namespace = object.namespace();
@@ -366,6 +366,55 @@ impl EndpointsSubject {
 pub struct PairedService {
     pub service: ServiceInfo,
     pub likely: bool,
+}
+
+/// An Endpoints or EndpointSlice that gives a Service its backends by hand.
+#[derive(Debug, Clone)]
+pub struct HandWritten {
+    pub kind: Kind,
+    pub name: String,
+    pub ports: Vec<EndpointPort>,
+    pub addresses: Vec<String>,
+}
+
+impl HandWritten {
+    /// "Endpoints db" / "EndpointSlice db-1".
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.kind, self.name)
+    }
+}
+
+/// The endpoints that feed `service` (as the judgement sees it: the object under review, or
+/// the paired Service of the view) and that no controller maintains: its Endpoints and its
+/// EndpointSlices, hand-written or frozen, whatever they say about their writer. A mirrored
+/// slice only copies its Endpoints and is left out while they exist.
+pub fn hand_written_endpoints(cx: &Context<'_>, service: &ServiceInfo) -> Vec<HandWritten> {
+    let shape = Some(service.shape);
+    let endpoints = cx.view.endpoints(cx.namespace, &service.name);
+    let endpoints_exist = endpoints.is_some();
+    let mut found: Vec<HandWritten> = endpoints
+        .filter(|e| !e.maintained(shape))
+        .map(|e| HandWritten {
+            kind: Kind::Endpoints,
+            name: e.name,
+            ports: e.ports,
+            addresses: e.addresses,
+        })
+        .into_iter()
+        .collect();
+    found.extend(
+        cx.view
+            .slices_for(cx.namespace, &service.name)
+            .into_iter()
+            .filter(|s| !s.maintained(shape, endpoints_exist))
+            .map(|s| HandWritten {
+                kind: Kind::EndpointSlice,
+                name: s.name,
+                ports: s.ports,
+                addresses: s.addresses,
+            }),
+    );
+    found
 }
 
 /// How a port reads in messages: `"mysql"/TCP`, or `(unnamed)/TCP`.

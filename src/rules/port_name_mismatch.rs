@@ -11,9 +11,8 @@ use std::collections::BTreeSet;
 
 use crate::finding::Action;
 use crate::cluster::ServicePortInfo;
-use crate::object::Kind;
 use crate::object::Object;
-use crate::rules::{Context, Draft, either, port_label};
+use crate::rules::{Context, Draft, either, hand_written_endpoints, port_label};
 
 pub const ID: &str = "port-name-mismatch";
 pub const SUMMARY: &str = "Endpoints/EndpointSlice port (name, protocol) that matches no Service port: kube-proxy pairs ports by name";
@@ -40,19 +39,11 @@ pub fn check(_object: &Object, cx: &Context<'_>) -> Vec<Draft> {
         .map(|p| (p.port.name.clone(), p.port.protocol.clone()))
         .collect();
     if !paired.likely {
-        if subject.kind != Kind::Endpoints
-            && let Some(e) = cx.view.endpoints(cx.namespace, &service.name)
-            && !e.control_plane
-        {
-            served.extend(e.ports.into_iter().map(|p| (p.name, p.protocol)));
-        }
-        for slice in cx.view.slices_for(cx.namespace, &service.name) {
-            if slice.control_plane
-                || (subject.kind == Kind::EndpointSlice && slice.name == subject.name)
-            {
+        for other in hand_written_endpoints(cx, service) {
+            if other.kind == subject.kind && other.name == subject.name {
                 continue;
             }
-            served.extend(slice.ports.into_iter().map(|p| (p.name, p.protocol)));
+            served.extend(other.ports.into_iter().map(|p| (p.name, p.protocol)));
         }
     }
     let unserved: Vec<&ServicePortInfo> = service

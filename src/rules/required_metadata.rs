@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::cluster::{ClusterView, written_by_controller};
 use crate::finding::{field_key, Action};
 use crate::object::{Object, ServiceShape};
 use crate::policy::{Policy, RequiredKey, ValueSource};
@@ -60,21 +61,23 @@ pub struct Planned {
     pub outcome: Outcome,
 }
 
-/// Whether the policy's required metadata applies to this object at all.
-pub fn applies_to(object: &Object) -> bool {
+/// Whether the policy's required metadata applies to this object at all: Services that
+/// leave the cluster, and endpoints no controller maintains.
+pub fn applies_to(object: &Object, view: &dyn ClusterView) -> bool {
     match object {
         Object::Service(s) => ServiceShape::of(s) != ServiceShape::InCluster,
-        _ => !object.is_control_plane_managed(),
+        _ => !written_by_controller(object, view),
     }
 }
 
 /// What the required-metadata policy asks of `object`; keys already satisfied are left out.
 pub fn plan(
     object: &Object,
+    view: &dyn ClusterView,
     policy: &Policy,
     namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> Vec<Planned> {
-    if !applies_to(object) {
+    if !applies_to(object, view) {
         return Vec::new();
     }
     let meta = object.metadata();
@@ -162,7 +165,7 @@ fn outcome(
 }
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
-    plan(object, cx.policy.policy, cx.namespace_labels)
+    plan(object, cx.view, cx.policy.policy, cx.namespace_labels)
         .into_iter()
         .map(|p| {
             let field = field_key(p.map.field(), &p.key);

@@ -41,7 +41,7 @@ fn orphan_meant_for(service: &str, cx: &Context<'_>) -> Option<String> {
     cx.view
         .endpoints_in(cx.namespace)
         .into_iter()
-        .filter(|e| !e.control_plane && cx.view.service(cx.namespace, &e.name).is_none())
+        .filter(|e| cx.view.service(cx.namespace, &e.name).is_none())
         .find(|e| endpoints_orphaned::name_similarity(&e.name, service) >= 0.85)
         .map(|e| format!("Endpoints {}", e.name))
 }
