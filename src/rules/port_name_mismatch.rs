@@ -10,15 +10,22 @@
 use std::collections::BTreeSet;
 
 use crate::finding::Action;
-use crate::cluster::ServicePortInfo;
+use crate::cluster::{EndpointPort, ServiceInfo, ServicePortInfo};
 use crate::object::Object;
-use crate::rules::{Context, Draft, either, hand_written_endpoints, port_label};
+use crate::rules::{Context, Draft, Mode, either, hand_written_endpoints, port_label};
 
 pub const ID: &str = "port-name-mismatch";
 pub const SUMMARY: &str = "Endpoints/EndpointSlice port (name, protocol) that matches no Service port: kube-proxy pairs ports by name";
 pub const DEFAULT: Action = Action::Deny;
 
-pub fn check(_object: &Object, cx: &Context<'_>) -> Vec<Draft> {
+pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
+    if let Object::Service(service) = object {
+        return match cx.mode {
+            // In a set each mismatch is reported once, on the endpoints side.
+            Mode::Set => Vec::new(),
+            Mode::Admission => service_ports_unserved(&ServiceInfo::of(service), cx),
+        };
+    }
     let Some(subject) = cx.endpoints_subject() else {
         return Vec::new();
     };
@@ -111,6 +118,76 @@ pub fn check(_object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     drafts
 }
 
+/// The Service under review (created after its endpoints, or with a port renamed or its
+/// protocol changed) has ports that none of its hand-written endpoints serve.
+fn service_ports_unserved(service: &ServiceInfo, cx: &Context<'_>) -> Vec<Draft> {
+    if !service.takes_hand_written_endpoints() {
+        return Vec::new();
+    }
+    let endpoints = hand_written_endpoints(cx, service);
+    let mut served: Vec<(EndpointPort, String)> = Vec::new();
+    for e in &endpoints {
+        for p in &e.ports {
+            match served.iter_mut().find(|(q, _)| q.name == p.name && q.protocol == p.protocol) {
+                Some((_, owners)) => owners.push_str(&format!(", {}", e.describe())),
+                None => served.push((p.clone(), e.describe())),
+            }
+        }
+    }
+    if served.is_empty() {
+        return Vec::new();
+    }
+    let endpoints_have = served
+        .iter()
+        .map(|(p, owners)| format!("{} ({owners})", port_label(&p.name, &p.protocol)))
+        .collect::<Vec<_>>();
+    // Endpoint ports no Service port pairs with: what a renamed Service port most likely was.
+    let unpaired: Vec<&EndpointPort> = served
+        .iter()
+        .map(|(p, _)| p)
+        .filter(|p| {
+            !service
+                .ports
+                .iter()
+                .any(|sp| sp.name == p.name && sp.protocol == p.protocol)
+        })
+        .collect();
+    let mut drafts = Vec::new();
+    for (i, sp) in service.ports.iter().enumerate() {
+        if served
+            .iter()
+            .any(|(p, _)| p.name == sp.name && p.protocol == sp.protocol)
+        {
+            continue;
+        }
+        let same_protocol: Vec<&&EndpointPort> =
+            unpaired.iter().filter(|p| p.protocol == sp.protocol).collect();
+        let candidate = match same_protocol.as_slice() {
+            [only] => Some(**only),
+            many => many.iter().find(|p| p.port == sp.port).map(|p| **p),
+        };
+        let fix = match candidate {
+            Some(p) if p.name.is_empty() => {
+                "remove this port's name, or name the endpoints' port the same".to_owned()
+            }
+            Some(p) => format!(
+                "rename this port to {:?}, or rename the endpoints' port to {:?}",
+                p.name, sp.name
+            ),
+            None => "give the endpoints a port of this name and protocol".to_owned(),
+        };
+        drafts.push(Draft::violation(
+            format!("spec.ports[{i}].name"),
+            format!(
+                "Service port {} has no endpoint port of that name and protocol; its hand-written endpoints have {}. kube-proxy pairs ports by name and protocol, so this port gets no backends: {fix}",
+                port_label(&sp.name, &sp.protocol),
+                either(&endpoints_have),
+            ),
+        ));
+    }
+    drafts
+}
+
 /// The Service port name an endpoint port most likely should carry: the only unserved
 /// Service port of its protocol, or the unserved one with the same number.
 fn rename_suggestion<'a>(
@@ -158,6 +235,82 @@ mod tests {
             "{}",
             f.message
         );
+    }
+
+    /// Judges `service` as admission would, with `existing` already in the cluster.
+    fn admit_service(service: &str, existing: &str) -> Vec<crate::finding::Finding> {
+        let (objects, _) = crate::rules::testing::objects(service);
+        let (_, view) = crate::rules::testing::objects(existing);
+        crate::rules::judge(
+            &objects[0],
+            &view,
+            &crate::policy::Policy::embedded(),
+            crate::rules::Mode::Admission,
+        )
+    }
+
+    const EXTERNAL_SERVICE: &str = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: external-service}\nsubsets:\n  - addresses: [{ip: 11.11.11.11}, {ip: 22.22.22.22}]\n    ports: [{name: mysql, port: 3306}]\n";
+
+    #[test]
+    fn a_service_port_renamed_away_from_its_hand_written_endpoints_is_denied() {
+        let findings = admit_service(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: external-service}\nspec:\n  ports: [{name: db, port: 3306}]\n",
+            EXTERNAL_SERVICE,
+        );
+        let f = one(
+            &findings,
+            RuleId::PortNameMismatch,
+            Action::Deny,
+            "external-service",
+        );
+        assert_eq!(f.field, "spec.ports[0].name");
+        assert!(
+            f.message.starts_with("Service port \"db\"/TCP has no endpoint port of that name and protocol; its hand-written endpoints have \"mysql\"/TCP (Endpoints external-service)"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.ends_with("rename this port to \"mysql\", or rename the endpoints' port to \"db\""),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn a_service_whose_protocol_changed_under_its_endpoints_is_denied() {
+        let findings = admit_service(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: external-service}\nspec:\n  ports: [{name: mysql, port: 3306, protocol: UDP}]\n",
+            EXTERNAL_SERVICE,
+        );
+        one(&findings, RuleId::PortNameMismatch, Action::Deny, "external-service");
+    }
+
+    #[test]
+    fn a_service_that_pairs_with_its_endpoints_or_has_none_passes() {
+        let pairs = admit_service(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: external-service}\nspec:\n  ports: [{name: mysql, port: 3306}]\n",
+            EXTERNAL_SERVICE,
+        );
+        none(&pairs, RuleId::PortNameMismatch);
+        let alone = admit_service(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: other}\nspec:\n  ports: [{name: db, port: 3306}]\n",
+            EXTERNAL_SERVICE,
+        );
+        none(&alone, RuleId::PortNameMismatch);
+    }
+
+    #[test]
+    fn in_a_set_the_mismatch_is_reported_once_on_the_endpoints() {
+        let findings = judge_set(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: external-service}}\nspec:\n  ports: [{{name: db, port: 3306}}]\n---\n{EXTERNAL_SERVICE}"
+        ));
+        let f = one(
+            &findings,
+            RuleId::PortNameMismatch,
+            Action::Deny,
+            "external-service",
+        );
+        assert_eq!(f.object.kind, crate::object::Kind::Endpoints);
     }
 
     #[test]
