@@ -509,6 +509,19 @@ impl Decision {
         self
     }
 
+    /// Refuses the request because what decides it could not be read: `allowed: false` with
+    /// code 503, so that a retry may succeed.
+    pub fn undecidable(mut self, message: String) -> Decision {
+        self.allowed = false;
+        self.status = Some(Status {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message,
+        });
+        self.verdict = Verdict::Denied;
+        self
+    }
+
     fn skipped(mut self) -> Decision {
         self.verdict = Verdict::Skipped;
         self
@@ -687,6 +700,15 @@ pub struct Subject<'r> {
     old: Option<Cow<'r, Box<Object>>>,
 }
 
+/// A Service's selector appearing over hand-written endpoints, or going from controller-written
+/// ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectorChange {
+    /// The new selector: the Pods it matches are counted.
+    Added(BTreeMap<String, String>),
+    Removed,
+}
+
 /// What a review needs: judging, or nothing more than the answer already made.
 pub enum Prepared<'r> {
     Judge(Subject<'r>),
@@ -752,6 +774,11 @@ impl Subject<'_> {
         &self.request.uid
     }
 
+    /// Which webhook asks.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
     /// "Service", "Endpoints" or "EndpointSlice".
     pub fn kind(&self) -> &'static str {
         self.kind
@@ -760,6 +787,38 @@ impl Subject<'_> {
     /// The namespace whose objects the judgement reads.
     pub fn namespace(&self) -> &str {
         self.request.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// What a Service write does to the writer of its endpoints, when judging it needs a
+    /// live read (see `selector-change`): a selector removed leaves the controllers'
+    /// endpoints frozen, which the cache does not keep; a selector that takes hand-written
+    /// endpoints over (`decision` found them) needs the Pods it matches counted.
+    pub fn selector_change(&self, decision: &Decision) -> Option<SelectorChange> {
+        if self.endpoint != Endpoint::Validate {
+            return None;
+        }
+        let selector = |o: &Object| match o {
+            Object::Service(s) => s
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.selector.clone())
+                .filter(|sel| !sel.is_empty()),
+            _ => None,
+        };
+        let now = selector(&self.object);
+        let before = self.old.as_deref().and_then(|o| selector(o));
+        match now {
+            Some(sel)
+                if decision
+                    .findings
+                    .iter()
+                    .any(|f| f.rule == RuleId::SelectorChange) =>
+            {
+                Some(SelectorChange::Added(sel))
+            }
+            None if before.is_some() => Some(SelectorChange::Removed),
+            _ => None,
+        }
     }
 
     /// The answer, judged against `view`.

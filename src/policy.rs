@@ -243,6 +243,18 @@ impl Policy {
         raw.validate(file)
     }
 
+    /// Whether which policy applies in a namespace, or what is written into objects there,
+    /// depends on the namespace's labels.
+    pub fn selects_namespaces_by_label(&self) -> bool {
+        self.namespaces.iter().any(|o| o.selector.is_some())
+            || self
+                .required
+                .labels
+                .iter()
+                .chain(&self.required.annotations)
+                .any(|k| matches!(k.source, ValueSource::NamespaceLabel(_)))
+    }
+
     /// The policy as it applies in `namespace`, whose labels the caller knows or not.
     pub fn for_namespace<'a>(
         &'a self,

@@ -497,6 +497,28 @@ subsets:
       - ip: 203.0.113.30
     ports:
       - port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: unselected
+spec:
+  ports:
+    - name: web
+      port: 80
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: unselected
+  annotations:
+    endpoints.kubernetes.io/last-change-trigger-time: "2026-12-06T22:00:03Z"
+subsets:
+  - addresses:
+      - ip: 198.51.100.20
+    ports:
+      - name: web
+        port: 80
 "#;
 
 /// Requires a label the webhook can add (info) and one nothing can supply (deny).

@@ -1443,7 +1443,7 @@ fn two_replicas_spread_across_nodes_behind_a_disruption_budget_with_bounded_reso
 }
 
 #[test]
-fn the_cluster_role_grants_exactly_get_list_watch_on_the_four_resources() {
+fn the_cluster_role_grants_exactly_get_list_watch_on_the_four_resources_and_list_on_pods() {
     for (overlay, rendered) in overlays() {
         let role: ClusterRole = rendered.only();
         let mut granted = BTreeSet::new();
@@ -1451,23 +1451,24 @@ fn the_cluster_role_grants_exactly_get_list_watch_on_the_four_resources() {
             assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
             let mut verbs = rule.verbs.clone();
             verbs.sort();
-            assert_eq!(verbs, ["get", "list", "watch"], "{overlay}");
             for group in rule.api_groups.iter().flatten() {
                 for resource in rule.resources.iter().flatten() {
                     assert!(
-                        granted.insert((group.as_str(), resource.as_str())),
+                        granted.insert((group.as_str(), resource.as_str(), verbs.join(","))),
                         "{overlay}"
                     );
                 }
             }
         }
-        let expected: BTreeSet<(&str, &str)> = [
-            ("", "services"),
-            ("", "endpoints"),
-            ("", "namespaces"),
-            ("discovery.k8s.io", "endpointslices"),
+        let expected: BTreeSet<(&str, &str, String)> = [
+            ("", "services", "get,list,watch"),
+            ("", "endpoints", "get,list,watch"),
+            ("", "namespaces", "get,list,watch"),
+            ("", "pods", "list"),
+            ("discovery.k8s.io", "endpointslices", "get,list,watch"),
         ]
         .into_iter()
+        .map(|(g, r, v)| (g, r, v.to_owned()))
         .collect();
         assert_eq!(granted, expected, "{overlay}");
 

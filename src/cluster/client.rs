@@ -5,14 +5,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::future::OptionFuture;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-use crate::cluster::ManifestView;
 use crate::cluster::fresh::FreshScope;
+use crate::cluster::{ManifestView, PodCount};
 use crate::object::Object;
 
 /// Where the credentials come from.
@@ -69,7 +71,7 @@ pub async fn connect(credentials: &Credentials) -> Result<Client, ConnectError> 
 pub fn explain(verb: &str, resource: &str, error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if status.code == 403 => format!(
-            "missing permission: cannot {verb} {resource} ({}); grant get, list and watch on services, endpoints, endpointslices.discovery.k8s.io and namespaces to the webhook's service account (deploy/base ClusterRole)",
+            "missing permission: cannot {verb} {resource} ({}); grant get, list and watch on services, endpoints, endpointslices.discovery.k8s.io and namespaces, and list on pods, to the webhook's service account (deploy/base ClusterRole)",
             status.message
         ),
         kube::Error::Api(status) => format!(
@@ -77,6 +79,45 @@ pub fn explain(verb: &str, resource: &str, error: &kube::Error) -> String {
             status.code, status.reason, status.message
         ),
         other => format!("{verb} {resource}: {other}"),
+    }
+}
+
+/// Pods read at most to count what a selector matches: enough to tell "none", "a few" and
+/// "many" apart without listing a large namespace.
+pub const PODS_COUNTED: u32 = 100;
+
+/// Counts the Pods of `namespace` that `selector` matches (metadata only, at most
+/// [`PODS_COUNTED`]): what a selector added to a Service hands its traffic to.
+pub async fn count_pods(
+    client: &Client,
+    namespace: &str,
+    selector: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Result<PodCount, String> {
+    let labels = selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let params = ListParams::default().labels(&labels).limit(PODS_COUNTED);
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    match tokio::time::timeout(timeout, pods.list_metadata(&params)).await {
+        Ok(Ok(list)) => {
+            let more = list
+                .metadata
+                .continue_
+                .as_deref()
+                .is_some_and(|c| !c.is_empty());
+            Ok(match more {
+                true => PodCount::AtLeast(list.items.len()),
+                false => PodCount::Exactly(list.items.len()),
+            })
+        }
+        Ok(Err(e)) => Err(explain("list", "pods", &e)),
+        Err(_) => Err(format!(
+            "the API server did not answer within {}ms",
+            timeout.as_millis()
+        )),
     }
 }
 

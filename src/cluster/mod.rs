@@ -270,6 +270,14 @@ pub fn slice_maintained(view: &dyn ClusterView, slice: &SliceInfo) -> bool {
     )
 }
 
+/// How many Pods a selector matches, as counted by a bounded list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodCount {
+    Exactly(usize),
+    /// The list stopped at its limit.
+    AtLeast(usize),
+}
+
 /// What the rules may ask about the rest of the cluster. Implemented by the manifest set
 /// (`check`), and later by a watch cache (`serve`) and a one-shot list (`scan`).
 pub trait ClusterView {
@@ -282,6 +290,15 @@ pub trait ClusterView {
     fn slices_in(&self, namespace: &str) -> Vec<SliceInfo>;
     /// The namespace's labels, or `None` when the view does not know the namespace.
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+    /// How many Pods in `namespace` `selector` matches, when the view has counted them
+    /// (only a live read does; no view keeps Pods).
+    fn pods_matching(
+        &self,
+        _namespace: &str,
+        _selector: &BTreeMap<String, String>,
+    ) -> Option<PodCount> {
+        None
+    }
     /// Whether an absent object in `namespace` is really absent. A view that cannot see
     /// that namespace answers every lookup with "nothing", and rules must not conclude from
     /// that.
@@ -359,6 +376,8 @@ pub struct Overlay<'a> {
     pub fresh: &'a ManifestView,
     pub scope: FreshScope,
     pub cache: &'a dyn ClusterView,
+    /// The Pods a live read counted for the selector of the Service under review.
+    pub pods: Option<PodCount>,
 }
 
 impl Overlay<'_> {
@@ -391,6 +410,9 @@ impl ClusterView for Overlay<'_> {
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
         self.from(self.scope.labels).namespace_labels(namespace)
     }
+    fn pods_matching(&self, _: &str, _: &BTreeMap<String, String>) -> Option<PodCount> {
+        self.pods
+    }
     fn sees_cluster(&self, namespace: &str) -> bool {
         (self.scope.services && self.scope.endpoints) || self.cache.sees_cluster(namespace)
     }
@@ -403,9 +425,16 @@ pub struct ManifestView {
     endpoints: HashMap<String, BTreeMap<String, EndpointsInfo>>,
     slices: HashMap<String, BTreeMap<String, SliceInfo>>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
+    /// The Pods counted for the selector of the Service under review (a live read).
+    pods: Option<PodCount>,
 }
 
 impl ManifestView {
+    /// Records the Pods a live read counted for the selector of the Service under review.
+    pub fn set_pods(&mut self, pods: Option<PodCount>) {
+        self.pods = pods;
+    }
+
     pub fn new() -> ManifestView {
         ManifestView::default()
     }
@@ -492,5 +521,9 @@ impl ClusterView for ManifestView {
 
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
         self.namespaces.get(namespace).cloned()
+    }
+
+    fn pods_matching(&self, _: &str, _: &BTreeMap<String, String>) -> Option<PodCount> {
+        self.pods
     }
 }

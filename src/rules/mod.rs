@@ -190,6 +190,7 @@ catalogue! {
     ExternalnameInvalid => externalname_invalid,
     ExternalnameHostMismatch => externalname_host_mismatch,
     HeadlessPortRemap => headless_port_remap,
+    SelectorChange => selector_change,
     TargetDisallowed => target_disallowed,
     AddressNoncanonical => address_noncanonical,
     RequiredMetadata => required_metadata,

@@ -117,6 +117,10 @@ pub struct Cluster {
     pub cache: Arc<ClusterCache>,
     /// Namespace reads shared by the denials waiting for one.
     fresh: FreshReads,
+    /// For the reads that are not shared (Pods a selector matches).
+    client: kube::Client,
+    /// The longest wait for any read a request makes.
+    read_timeout: Duration,
     max_staleness: Duration,
 }
 
@@ -345,12 +349,11 @@ async fn admit(
                     let policy = state.policy();
                     let decision = subject.judge(state.view.as_ref(), &policy);
                     match &state.cluster {
-                        Some(cluster) if decision.verdict == admission::Verdict::Denied => {
-                            // Boxed: held inline, its state would be 40 % of every
-                            // request's future (2.9 KB instead of 1.7 in a release build),
-                            // which is copied as axum moves it, though few requests wait on
-                            // a confirming read.
-                            Box::pin(confirm(
+                        // Boxed: held inline, its state would be a large part of every
+                        // request's future, which axum copies as it moves it, though few
+                        // requests read from the API server.
+                        Some(cluster) => {
+                            Box::pin(with_live_reads(
                                 cluster,
                                 &state.metrics,
                                 &subject,
@@ -359,7 +362,7 @@ async fn admit(
                             ))
                             .await
                         }
-                        _ => decision,
+                        None => decision,
                     }
                 }
             };
@@ -404,10 +407,19 @@ async fn room_for(
     tokio::time::timeout_at(deadline, state.large_reviews.admit(len)).await
 }
 
-/// A denial that rests on other objects is only as good as the cache's knowledge of them:
-/// read them afresh from the API server and judge again; when that is impossible, the
-/// cross-object denials become warnings that say why. Never a false deny from a stale cache.
-async fn confirm(
+/// What the cache alone cannot decide is read from the API server, and the request judged
+/// again over what was read:
+/// - a denial that rests on other objects is only as good as the cache's knowledge of them,
+///   so it is confirmed by a fresh read (when that is impossible, the cross-object denials
+///   become warnings that say why: never a false deny from a stale cache);
+/// - namespace labels the cache does not know, when the policy selects namespaces by label
+///   (no answer rests on unknown labels: when they cannot be read, the request is refused
+///   for now);
+/// - a Service whose selector appears or goes: the endpoints the controllers wrote, and the
+///   Pods the new selector matches (`selector-change`).
+///
+/// The common request needs none of these and reads nothing.
+async fn with_live_reads(
     cluster: &Cluster,
     metrics: &Metrics,
     subject: &admission::Subject<'_>,
@@ -415,51 +427,100 @@ async fn confirm(
     decision: Decision,
 ) -> Decision {
     let namespace = subject.namespace().to_owned();
-    let alone = subject.judge(&LabelsOnly(cluster.cache.as_ref()), policy);
-    // Labels the cache does not have yet (a Namespace created in the same apply) may select
-    // a policy override that relaxes the rule: that denial needs confirming too.
-    let labels_matter = policy.namespaces.iter().any(|o| o.selector.is_some());
+    let labels_matter = policy.selects_namespaces_by_label();
     let labels_unknown = labels_matter && cluster.cache.namespace_labels(&namespace).is_none();
+    let alone = subject.judge(&LabelsOnly(cluster.cache.as_ref()), policy);
     let cross_object = admission::cross_object_denials(&decision, &alone) > 0;
-    if !cross_object && !labels_unknown {
+    let selector_change = subject.selector_change(&decision);
+    if !cross_object && !labels_unknown && selector_change.is_none() {
         return decision;
     }
-    // Read what the denials rest on, and the labels whenever the policy selects by them.
-    let mut scope = match cross_object {
-        true => FreshScope::for_denials_of(subject.kind()),
-        false => FreshScope::none(),
-    };
-    scope.labels = labels_matter;
-    if let Some(stale) = cluster
+    let stale = cluster
         .cache
-        .staleness(Instant::now(), cluster.max_staleness)
-    {
-        metrics.confirmation("stale");
-        let reason = format!("the cluster view is stale: {stale}");
-        return admission::downgrade_cross_object(decision, &alone, &reason);
+        .staleness(Instant::now(), cluster.max_staleness);
+    // A stale cache downgrades its cross-object denials at once, without waiting for the
+    // API server; what else is needed is still read.
+    let confirm = cross_object && stale.is_none();
+    let mut scope = FreshScope::none();
+    if confirm {
+        scope = FreshScope::for_denials_of(subject.kind());
     }
-    match cluster.fresh.read(&namespace, scope).await.as_ref() {
+    if selector_change.is_some() {
+        scope.endpoints = true;
+    }
+    // Whenever the namespace is read, its labels are read too when the policy selects by
+    // them: labels the cache does have may be older than the request.
+    scope.labels = labels_matter && (labels_unknown || scope != FreshScope::none());
+    let decision = match &stale {
+        Some(stale) if cross_object => {
+            metrics.confirmation("stale");
+            let reason = format!("the cluster view is stale: {stale}");
+            admission::downgrade_cross_object(decision, &alone, &reason)
+        }
+        _ => decision,
+    };
+    if scope == FreshScope::none() {
+        return decision;
+    }
+    let pods = async {
+        match &selector_change {
+            Some(admission::SelectorChange::Added(selector)) => {
+                match client::count_pods(
+                    &cluster.client,
+                    &namespace,
+                    selector,
+                    cluster.read_timeout,
+                )
+                .await
+                {
+                    Ok(count) => Some(count),
+                    Err(e) => {
+                        tracing::warn!(uid = %subject.uid(), error = %e, "cannot count the Pods a selector matches");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        }
+    };
+    let (read, pods) = tokio::join!(cluster.fresh.read(&namespace, scope), pods);
+    match read.as_ref() {
         Ok(fresh) => {
             let view = Overlay {
                 fresh,
                 scope,
                 cache: cluster.cache.as_ref(),
+                pods,
             };
-            let fresh = subject.judge(&view, policy);
-            let outcome = if fresh.verdict == admission::Verdict::Denied {
-                "confirmed"
-            } else {
-                "overturned"
-            };
-            metrics.confirmation(outcome);
-            tracing::debug!(uid = %subject.uid(), outcome, "cross-object denial checked against the API server");
-            fresh
+            let judged = subject.judge(&view, policy);
+            if confirm {
+                let outcome = if judged.verdict == admission::Verdict::Denied {
+                    "confirmed"
+                } else {
+                    "overturned"
+                };
+                metrics.confirmation(outcome);
+                tracing::debug!(uid = %subject.uid(), outcome, "cross-object denial checked against the API server");
+            }
+            judged
+        }
+        // Mutation never refuses a write: without the labels it adds what it can and says so.
+        Err(e) if labels_unknown && subject.endpoint() == admission::Endpoint::Validate => {
+            tracing::warn!(uid = %subject.uid(), error = %e, "cannot read the labels of namespace {namespace}");
+            decision.undecidable(format!(
+                "extsvc-guard cannot read the labels of namespace {namespace}, which choose the policy that applies there ({e}); try again in a moment"
+            ))
         }
         Err(e) => {
-            metrics.confirmation("unreachable");
-            tracing::warn!(uid = %subject.uid(), error = %e, "cannot confirm a cross-object denial");
-            let reason = format!("the API server could not confirm it ({e})");
-            admission::downgrade_cross_object(decision, &alone, &reason)
+            if confirm {
+                metrics.confirmation("unreachable");
+                tracing::warn!(uid = %subject.uid(), error = %e, "cannot confirm a cross-object denial");
+                let reason = format!("the API server could not confirm it ({e})");
+                admission::downgrade_cross_object(decision, &alone, &reason)
+            } else {
+                tracing::warn!(uid = %subject.uid(), error = %e, "cannot read the namespace for a selector change");
+                decision
+            }
         }
     }
 }
@@ -719,7 +780,12 @@ async fn start_cluster(config: &ClusterConfig) -> Result<(Option<Cluster>, Strin
     Ok((
         Some(Cluster {
             cache,
-            fresh: FreshReads::new(namespace_reader(client, *confirm_timeout), *confirm_timeout),
+            fresh: FreshReads::new(
+                namespace_reader(client.clone(), *confirm_timeout),
+                *confirm_timeout,
+            ),
+            client,
+            read_timeout: *confirm_timeout,
             max_staleness: *max_staleness,
         }),
         format!("watching {scope}; ready after the initial lists"),
