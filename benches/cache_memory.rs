@@ -2,7 +2,7 @@
 //! cache_memory [-- N]` (default 100 000 objects of each kind, in 1 000 namespaces).
 //!
 //! Two clusters: the usual one (selector Services; their Endpoints and EndpointSlices come
-//! from the control plane and are not kept), and the worst case (every Service selectorless,
+//! from the control plane, which the listed Services confirm, and are not kept), and the worst case (every Service selectorless,
 //! every Endpoints and EndpointSlice hand-written, all kept).
 
 use std::time::Instant;
@@ -59,8 +59,8 @@ fn fill(n: usize, hand_written: bool) -> ClusterCache {
         let ep = serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns, "annotations": annotations},
             "subsets": [{"addresses": [{"ip": "10.1.2.3"}, {"ip": "10.1.2.4"}], "ports": [{"name": "http", "port": 8080}]}]}))
         .expect("a valid Endpoints");
-        // The cache itself forgets what the endpoints controller maintains.
-        endpoints.push(Entry::Endpoints(EndpointsInfo::of(&ep)));
+        // As the watchers do: what the listed Services confirm as maintained is not kept.
+        endpoints.extend(cache.keeps(Entry::Endpoints(EndpointsInfo::of(&ep))));
     }
     cache.replace_all(&ids[1], endpoints, now);
     let mut slices = Vec::new();
@@ -82,7 +82,7 @@ fn fill(n: usize, hand_written: bool) -> ClusterCache {
             "addressType": "IPv4", "endpoints": [{"addresses": ["10.1.2.3"]}, {"addresses": ["10.1.2.4"]}],
             "ports": [{"name": "http", "port": 8080}]}))
         .expect("a valid EndpointSlice");
-        slices.push(Entry::Slice(SliceInfo::of(&slice)));
+        slices.extend(cache.keeps(Entry::Slice(SliceInfo::of(&slice))));
     }
     cache.replace_all(&ids[2], slices, now);
     cache

@@ -700,6 +700,37 @@ impl ClusterCache {
         }
     }
 
+    /// Whether watch `id` has listed at least once.
+    pub fn listed(&self, id: &WatchId) -> bool {
+        self.read().watches.get(id).is_some_and(|w| w.synced)
+    }
+
+    /// `entry`, unless it is an Endpoints or EndpointSlice the cache already knows a
+    /// controller maintains (see `Store::forget_maintained`): what the watchers keep.
+    pub fn keeps(&self, entry: Entry) -> Option<Entry> {
+        let store = self.read();
+        let shape = |namespace: &str, service: &str| {
+            store
+                .services
+                .get(namespace)
+                .and_then(|m| m.get(service))
+                .map(|s| s.shape)
+        };
+        let maintained = match &entry {
+            Entry::Endpoints(e) => e.maintained(shape(&e.namespace, &e.name)),
+            Entry::Slice(s) => s.service_name.as_deref().is_some_and(|service| {
+                let endpoints_exist = store
+                    .endpoints
+                    .get(s.namespace.as_str())
+                    .is_some_and(|m| m.contains_key(service));
+                s.maintained(shape(&s.namespace, service), endpoints_exist)
+            }),
+            _ => false,
+        };
+        drop(store);
+        (!maintained).then_some(entry)
+    }
+
     /// Whether watch `id` is failing now.
     pub fn is_failing(&self, id: &WatchId) -> bool {
         self.read()

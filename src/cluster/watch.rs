@@ -1,7 +1,9 @@
 //! The watchers that keep the [`ClusterCache`] current: one kube-rs watcher per kind (and per
-//! namespace with `--watch-namespace`). Endpoints and EndpointSlices the control plane wrote
+//! namespace with `--watch-namespace`). Endpoints and EndpointSlices the controllers maintain
 //! for selector Services — most of them in a real cluster — matter to no rule and are not
-//! kept. kube-rs resumes dropped watches from the last
+//! kept: the endpoints watches start once the Services are listed, so that what the
+//! Services confirm as maintained is dropped as it arrives. kube-rs resumes dropped watches
+//! from the last
 //! resourceVersion, relists after 410 Gone, and backs off on errors; here each event becomes
 //! a cache change, and every complete list replaces what it covers at once.
 
@@ -51,21 +53,21 @@ pub fn spawn(
                     watcher::Config::default(),
                     id,
                     cache,
-                    |s| Some(Entry::Service(ServiceInfo::of(s))),
+                    |s, _| Some(Entry::Service(ServiceInfo::of(s))),
                 )),
                 WatchedKind::Endpoints => tokio::spawn(run::<Endpoints>(
                     api(client, scope),
                     watcher::Config::default(),
                     id,
                     cache,
-                    |e| Some(Entry::Endpoints(EndpointsInfo::of(e))),
+                    |e, cache| cache.keeps(Entry::Endpoints(EndpointsInfo::of(e))),
                 )),
                 WatchedKind::EndpointSlices => tokio::spawn(run::<EndpointSlice>(
                     api(client, scope),
                     watcher::Config::default(),
                     id,
                     cache,
-                    |s| Some(Entry::Slice(SliceInfo::of(s))),
+                    |s, cache| cache.keeps(Entry::Slice(SliceInfo::of(s))),
                 )),
                 WatchedKind::Namespaces => {
                     // Namespaces are cluster-scoped: with --watch-namespace, watch just that one.
@@ -75,9 +77,13 @@ pub fn spawn(
                         }
                         None => watcher::Config::default(),
                     };
-                    tokio::spawn(run::<Namespace>(Api::all(client), config, id, cache, |n| {
-                        Some(Entry::namespace(n.name_any(), n.metadata.labels.as_ref()))
-                    }))
+                    tokio::spawn(run::<Namespace>(
+                        Api::all(client),
+                        config,
+                        id,
+                        cache,
+                        |n, _| Some(Entry::namespace(n.name_any(), n.metadata.labels.as_ref())),
+                    ))
                 }
             });
         }
@@ -106,10 +112,19 @@ async fn run<K>(
     config: watcher::Config,
     id: WatchId,
     cache: Arc<ClusterCache>,
-    project: fn(&K) -> Option<Entry>,
+    project: fn(&K, &ClusterCache) -> Option<Entry>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
+    if matches!(
+        id.kind,
+        WatchedKind::Endpoints | WatchedKind::EndpointSlices
+    ) {
+        let services = WatchId::new(WatchedKind::Services, id.namespace.as_deref());
+        while !cache.listed(&services) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let probe_api = api.clone();
     let mut stream = watcher(api, config).default_backoff().boxed();
     // Kept compact as it arrives: a large list never exists twice in full.
@@ -144,7 +159,7 @@ async fn run<K>(
         let now = Instant::now();
         match event {
             Ok(watcher::Event::Init) => listing = Listing::new(),
-            Ok(watcher::Event::InitApply(object)) => listing.extend(project(&object)),
+            Ok(watcher::Event::InitApply(object)) => listing.extend(project(&object, &cache)),
             Ok(watcher::Event::InitDone) => {
                 let count = listing.len();
                 cache.replace_listed(&id, std::mem::take(&mut listing), now);
@@ -152,9 +167,9 @@ async fn run<K>(
                 failing = false;
             }
             Ok(watcher::Event::Apply(object)) => {
-                match project(&object) {
+                match project(&object, &cache) {
                     Some(entry) => cache.apply(&id, entry, now),
-                    // Now written by the control plane: no longer kept.
+                    // Now maintained by a controller: no longer kept.
                     None => {
                         let namespace = object.meta().namespace.clone().unwrap_or_default();
                         cache.delete(&id, &namespace, &object.name_any(), now);
