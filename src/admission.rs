@@ -79,6 +79,8 @@ pub struct GroupVersionKind {
 pub struct UserInfo {
     #[serde(default)]
     pub username: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// The part of an AdmissionRequest extsvc-guard reads.
@@ -824,6 +826,19 @@ impl Subject<'_> {
     /// The answer, judged against `view`.
     pub fn judge(&self, view: &dyn ClusterView, policy: &Policy) -> Decision {
         let decision = Decision::new(self.request, self.kind);
+        let user = &self.request.user_info;
+        if !policy.exempt_subjects.is_empty()
+            || policy
+                .namespaces
+                .iter()
+                .any(|o| !o.exempt_subjects.is_empty())
+        {
+            let namespace = self.namespace();
+            let here = policy.for_namespace(namespace, view.namespace_labels(namespace).as_ref());
+            if here.exempt_writer(&user.username, &user.groups).is_some() {
+                return decision.skipped();
+            }
+        }
         match self.endpoint {
             Endpoint::Validate => validate(
                 decision,
@@ -1323,6 +1338,68 @@ mod tests {
         );
         assert_eq!(d.verdict, Verdict::Denied, "{d:#?}");
         assert_eq!(d.rule_ids(), vec!["target-disallowed"]);
+    }
+
+    /// `review` with another user: `username` and `groups` (JSON array text).
+    fn review_by(username: &str, groups: &str, object: &str) -> Vec<u8> {
+        String::from_utf8(review(ENDPOINTS, "CREATE", object, None))
+            .unwrap()
+            .replace(
+                r#""userInfo":{"username":"alice"}"#,
+                &format!(r#""userInfo":{{"username":"{username}","groups":{groups}}}"#),
+            )
+            .into_bytes()
+    }
+
+    #[test]
+    fn writes_by_an_exempt_subject_are_neither_judged_nor_patched() {
+        let policy = Policy::from_yaml(
+            "exemptSubjects:\n  - {kind: ServiceAccount, namespace: databases, name: patroni}\n  - {kind: Group, name: 'platform:mirrors'}\nrequiredMetadata:\n  labels: [{key: owner, value: platform}]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        for (user, groups) in [
+            ("system:serviceaccount:databases:patroni", "[]"),
+            (
+                "mirror-bot",
+                r#"["system:authenticated","platform:mirrors"]"#,
+            ),
+        ] {
+            let request = parse(&review_by(user, groups, METADATA_EP)).unwrap();
+            for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+                let d = decide(&request, &NoClusterView, &policy, endpoint);
+                assert_eq!((d.allowed, d.verdict), (true, Verdict::Skipped), "{user}");
+                assert!(d.patch.is_empty());
+            }
+        }
+        // The same write by anyone else is judged; an account of the same name elsewhere too.
+        for user in ["alice", "system:serviceaccount:default:patroni"] {
+            let request = parse(&review_by(user, "[]", METADATA_EP)).unwrap();
+            let d = decide(&request, &NoClusterView, &policy, Endpoint::Validate);
+            assert_eq!(d.verdict, Verdict::Denied, "{user}");
+        }
+    }
+
+    #[test]
+    fn an_override_exempts_a_subject_only_in_the_namespaces_it_selects() {
+        let policy = Policy::from_yaml(
+            "namespaces:\n  - names: [databases]\n    exemptSubjects: [{kind: User, name: bob}]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let in_default = parse(&review_by("bob", "[]", METADATA_EP)).unwrap();
+        let d = decide(&in_default, &NoClusterView, &policy, Endpoint::Validate);
+        assert_eq!(d.verdict, Verdict::Denied);
+        let elsewhere = String::from_utf8(review_by(
+            "bob",
+            "[]",
+            &METADATA_EP.replace("\"default\"", "\"databases\""),
+        ))
+        .unwrap()
+        .replace(r#""namespace":"default""#, r#""namespace":"databases""#);
+        let in_databases = parse(elsewhere.as_bytes()).unwrap();
+        let d = decide(&in_databases, &NoClusterView, &policy, Endpoint::Validate);
+        assert_eq!(d.verdict, Verdict::Skipped);
     }
 
     #[test]

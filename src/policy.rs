@@ -16,6 +16,8 @@ use crate::object::Kind;
 use crate::target::{Cidr, HostPattern, TargetList};
 
 /// The embedded default policy, as `extsvc-guard policy default` prints it.
+pub mod cel;
+
 pub const DEFAULT_POLICY_YAML: &str = include_str!("policy/default.yaml");
 
 /// What the policy makes a rule do.
@@ -130,6 +132,40 @@ impl NamespaceSelector {
     }
 }
 
+/// A writer whose writes are never judged or patched, written as an RBAC subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    User(String),
+    Group(String),
+    ServiceAccount { namespace: String, name: String },
+}
+
+impl Subject {
+    /// Whether a request by `username`, member of `groups`, is this subject's.
+    pub fn matches(&self, username: &str, groups: &[String]) -> bool {
+        match self {
+            Subject::User(name) => username == name,
+            Subject::Group(name) => groups.iter().any(|g| g == name),
+            Subject::ServiceAccount { namespace, name } => username
+                .strip_prefix("system:serviceaccount:")
+                .and_then(|rest| rest.split_once(':'))
+                .is_some_and(|(ns, n)| ns == namespace && n == name),
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::User(name) => write!(f, "User {name}"),
+            Subject::Group(name) => write!(f, "Group {name}"),
+            Subject::ServiceAccount { namespace, name } => {
+                write!(f, "ServiceAccount {namespace}/{name}")
+            }
+        }
+    }
+}
+
 /// Overrides for the namespaces it selects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespaceOverride {
@@ -137,6 +173,7 @@ pub struct NamespaceOverride {
     pub selector: Option<NamespaceSelector>,
     pub rules: BTreeMap<RuleId, RuleAction>,
     pub allow: Option<TargetList>,
+    pub exempt_subjects: Vec<Subject>,
 }
 
 impl NamespaceOverride {
@@ -156,6 +193,8 @@ impl NamespaceOverride {
 pub struct Policy {
     pub rules: BTreeMap<RuleId, RuleAction>,
     pub exempt_namespaces: Vec<String>,
+    /// Writers never judged or patched, in every namespace.
+    pub exempt_subjects: Vec<Subject>,
     pub cluster_cidrs: Vec<Cidr>,
     pub deny: TargetList,
     pub allow: TargetList,
@@ -175,9 +214,19 @@ pub struct NamespacePolicy<'a> {
     actions: BTreeMap<RuleId, RuleAction>,
     pub allow: &'a TargetList,
     pub exempt: bool,
+    /// Writers never judged or patched here: the policy's and the selecting overrides'.
+    pub exempt_subjects: Vec<&'a Subject>,
 }
 
 impl NamespacePolicy<'_> {
+    /// The exempt subject a request by `username`, member of `groups`, is, if any.
+    pub fn exempt_writer(&self, username: &str, groups: &[String]) -> Option<&Subject> {
+        self.exempt_subjects
+            .iter()
+            .copied()
+            .find(|s| s.matches(username, groups))
+    }
+
     /// The action the policy gives `rule` here; `None` when the rule is off.
     pub fn action(&self, rule: RuleId) -> Option<Action> {
         self.actions
@@ -263,6 +312,7 @@ impl Policy {
     ) -> NamespacePolicy<'a> {
         let mut actions = self.rules.clone();
         let mut allow = &self.allow;
+        let mut exempt_subjects: Vec<&Subject> = self.exempt_subjects.iter().collect();
         for o in self
             .namespaces
             .iter()
@@ -272,12 +322,14 @@ impl Policy {
             if let Some(a) = &o.allow {
                 allow = a;
             }
+            exempt_subjects.extend(&o.exempt_subjects);
         }
         NamespacePolicy {
             policy: self,
             actions,
             allow,
             exempt: self.exempt_namespaces.iter().any(|n| n == namespace),
+            exempt_subjects,
         }
     }
 }
@@ -314,6 +366,7 @@ fn field_name(path: &str, text: &str, line: Option<u64>) -> String {
 struct RawPolicy {
     rules: BTreeMap<RuleId, RuleAction>,
     exempt_namespaces: Vec<String>,
+    exempt_subjects: Vec<RawSubject>,
     #[serde(rename = "clusterCIDRs")]
     cluster_cidrs: Vec<Spanned<String>>,
     targets: RawTargets,
@@ -330,6 +383,7 @@ impl Default for RawPolicy {
         RawPolicy {
             rules: BTreeMap::new(),
             exempt_namespaces: vec!["kube-system".to_owned()],
+            exempt_subjects: Vec::new(),
             cluster_cidrs: Vec::new(),
             targets: RawTargets::default(),
             external_ips: RawExternalIps::default(),
@@ -435,6 +489,23 @@ struct RawNamespaceOverride {
     selector: Option<RawSelector>,
     rules: BTreeMap<RuleId, RuleAction>,
     targets: Option<RawNamespaceTargets>,
+    exempt_subjects: Vec<RawSubject>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubject {
+    kind: RawSubjectKind,
+    name: Spanned<String>,
+    #[serde(default)]
+    namespace: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+enum RawSubjectKind {
+    User,
+    Group,
+    ServiceAccount,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -499,6 +570,44 @@ impl Validator<'_> {
                 })
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    fn subjects(&self, raw: &[RawSubject], field: &str) -> Result<Vec<Subject>, PolicyError> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let here = format!("{field}[{i}]");
+                let name = r.name.value.trim();
+                if name.is_empty() {
+                    return Err(self.error(
+                        Some(&r.name),
+                        format!("{here}.name"),
+                        "an exempt subject needs a name".into(),
+                    ));
+                }
+                match (r.kind, &r.namespace) {
+                    (RawSubjectKind::ServiceAccount, Some(ns)) if !ns.value.trim().is_empty() => {
+                        Ok(Subject::ServiceAccount {
+                            namespace: ns.value.trim().to_owned(),
+                            name: name.to_owned(),
+                        })
+                    }
+                    (RawSubjectKind::ServiceAccount, _) => Err(self.error(
+                        Some(&r.name),
+                        format!("{here}.namespace"),
+                        "a ServiceAccount subject needs the namespace of the account".into(),
+                    )),
+                    (_, Some(ns)) => Err(self.error(
+                        Some(ns),
+                        format!("{here}.namespace"),
+                        "only a ServiceAccount subject has a namespace (a User or Group is cluster-wide)"
+                            .into(),
+                    )),
+                    (RawSubjectKind::User, None) => Ok(Subject::User(name.to_owned())),
+                    (RawSubjectKind::Group, None) => Ok(Subject::Group(name.to_owned())),
+                }
+            })
+            .collect()
     }
 
     fn required(
@@ -633,6 +742,8 @@ impl RawPolicy {
                         .as_ref()
                         .map(|t| v.list(&t.allow, &format!("{here}.targets.allow")))
                         .transpose()?,
+                    exempt_subjects: v
+                        .subjects(&o.exempt_subjects, &format!("{here}.exemptSubjects"))?,
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -650,6 +761,7 @@ impl RawPolicy {
         Ok(Policy {
             rules,
             exempt_namespaces: self.exempt_namespaces,
+            exempt_subjects: v.subjects(&self.exempt_subjects, "exemptSubjects")?,
             cluster_cidrs: v.cidrs(&self.cluster_cidrs, "clusterCIDRs")?,
             deny: v.list(&self.targets.deny, "targets.deny")?,
             allow: v.list(&self.targets.allow, "targets.allow")?,
@@ -778,6 +890,56 @@ mod tests {
             })
             .collect();
         assert_eq!(listed, catalogue);
+    }
+
+    #[test]
+    fn exempt_subjects_are_read_as_rbac_subjects_and_mistakes_name_line_and_field() {
+        let p = Policy::from_yaml(
+            "exemptSubjects:\n  - {kind: ServiceAccount, namespace: databases, name: patroni}\n  - {kind: User, name: ci}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            p.exempt_subjects,
+            vec![
+                Subject::ServiceAccount {
+                    namespace: "databases".into(),
+                    name: "patroni".into()
+                },
+                Subject::User("ci".into())
+            ]
+        );
+        for (text, line, field, says) in [
+            (
+                "exemptSubjects:\n  - {kind: ServiceAccount, name: patroni}\n",
+                2,
+                "exemptSubjects[0].namespace",
+                "needs the namespace",
+            ),
+            (
+                "exemptSubjects:\n  - {kind: User, name: bob, namespace: x}\n",
+                2,
+                "exemptSubjects[0].namespace",
+                "only a ServiceAccount",
+            ),
+            (
+                "exemptSubjects:\n  - {kind: Robot, name: r2}\n",
+                2,
+                "exemptSubjects[0].kind",
+                "unknown variant",
+            ),
+            (
+                "namespaces:\n  - names: [a]\n    exemptSubjects:\n      - {kind: Group, name: ''}\n",
+                4,
+                "namespaces[0].exemptSubjects[0].name",
+                "needs a name",
+            ),
+        ] {
+            let err = Policy::from_yaml(text, "p.yaml").unwrap_err();
+            assert_eq!(err.line, Some(line), "{err}");
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -103,6 +103,13 @@ enum PolicyCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print, as a kustomize patch for both webhook configurations, the matchConditions that
+    /// keep the policy's exemptSubjects from ever calling the webhook.
+    MatchConditions {
+        /// Policy file; the embedded default policy when absent.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -125,6 +132,9 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Policy(PolicyCommand::Default) => policy::print_default(),
         Command::Policy(PolicyCommand::Check { file }) => policy::check(&file),
+        Command::Policy(PolicyCommand::MatchConditions { file }) => {
+            policy::match_conditions(file.as_deref())
+        }
     };
     ExitCode::from(code)
 }

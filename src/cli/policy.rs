@@ -1,4 +1,5 @@
-//! `extsvc-guard policy default` and `extsvc-guard policy check FILE`.
+//! `extsvc-guard policy default`, `extsvc-guard policy check FILE` and
+//! `extsvc-guard policy match-conditions [FILE]`.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,6 +24,29 @@ pub fn check(file: &Path) -> u8 {
         Err(e) => {
             eprintln!("extsvc-guard: {e}");
             exit::USAGE
+        }
+    }
+}
+
+pub fn match_conditions(file: Option<&Path>) -> u8 {
+    let (policy, source) = match file {
+        Some(file) => match Policy::load(file) {
+            Ok(p) => (p, file.display().to_string()),
+            Err(e) => {
+                eprintln!("extsvc-guard: {e}");
+                return exit::USAGE;
+            }
+        },
+        None => (Policy::embedded(), "the embedded default policy".to_owned()),
+    };
+    match crate::policy::cel::exempt_subjects_patch(&policy, &source) {
+        Some(patch) => {
+            print!("{patch}");
+            exit::OK
+        }
+        None => {
+            eprintln!("extsvc-guard: {source} has no exemptSubjects: no matchConditions to add");
+            exit::OK
         }
     }
 }
