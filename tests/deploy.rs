@@ -825,16 +825,26 @@ fn the_webhooks_fail_closed_for_validation_and_open_for_mutation() {
 }
 
 #[test]
-fn the_webhook_timeout_is_above_the_request_timeout_and_far_below_the_api_server_maximum() {
+fn the_webhook_timeout_is_above_the_request_and_read_timeouts_and_far_below_the_api_server_maximum()
+{
     for (overlay, rendered) in overlays() {
         let deployment: Deployment = rendered.only();
         let args = serve_args(container(&deployment));
         let request_timeout = duration(flag(&args, "request-timeout"));
+        let confirm_timeout = duration(flag(&args, "confirm-timeout"));
+        let webhook_timeout = duration(flag(&args, "webhook-timeout"));
         each_webhook(rendered, |which, hook| {
             let timeout = Duration::from_secs(
                 u64::try_from(hook.timeout_seconds.expect("timeoutSeconds set")).unwrap(),
             );
-            assert!(timeout > request_timeout, "{overlay} {which}: {timeout:?}");
+            assert_eq!(
+                webhook_timeout, timeout,
+                "{overlay} {which}: --webhook-timeout"
+            );
+            assert!(
+                request_timeout + confirm_timeout + Duration::from_secs(1) <= timeout,
+                "{overlay} {which}: {timeout:?} leaves less than a second of margin"
+            );
             assert!(
                 timeout <= Duration::from_secs(10),
                 "{overlay} {which}: {timeout:?}"
@@ -1127,6 +1137,8 @@ fn the_deployment_passes_only_flags_serve_knows() {
         for name in [
             "reload-interval",
             "request-timeout",
+            "confirm-timeout",
+            "webhook-timeout",
             "shutdown-grace",
             "shutdown-delay",
         ] {

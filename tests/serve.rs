@@ -408,7 +408,14 @@ async fn large_reviews_sent_at_once_are_each_judged_in_full() {
     // these at a time): most wait. Over HTTP/2 all ten share one connection, whose flow
     // control the waiting ones' unread bodies must not exhaust. The test build is slow and
     // shares the machine with the other tests: wait as long as it takes.
-    let server = Server::start(&["--request-timeout", "60s", "--large-review-budget", "1"]);
+    let server = Server::start(&[
+        "--request-timeout",
+        "60s",
+        "--webhook-timeout",
+        "61s",
+        "--large-review-budget",
+        "1",
+    ]);
     let n = 20_000;
     let body = review("big", "CREATE", &endpoints_with_addresses(n));
     assert!(body.len() > 350 * 1024, "{}", body.len());
@@ -855,6 +862,19 @@ fn a_worker_thread_count_that_is_not_a_positive_number_exits_2_naming_the_variab
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[test]
+fn timeouts_that_do_not_fit_the_webhook_timeout_exit_2_naming_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path(), &[]);
+    let out = serve_refused(dir.path(), &["--request-timeout", "6s"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--request-timeout (6s) is not below --webhook-timeout (5s)"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -55,17 +55,23 @@ pub struct ServeArgs {
     /// A watch failing for longer than this makes cross-object denials warnings.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     max_staleness: Duration,
-    /// Longest wait for the API server when confirming a cross-object denial; keep it well
-    /// under --request-timeout.
+    /// Longest wait for the API server when a judgement reads from it (confirming a
+    /// cross-object denial, namespace labels, a selector change). With --request-timeout it
+    /// must stay below --webhook-timeout.
     #[arg(long, default_value = "1500ms", value_parser = parse_duration, value_name = "DURATION")]
     confirm_timeout: Duration,
+    /// The webhook configurations' timeoutSeconds: how long the API server waits for an
+    /// answer. --request-timeout plus --confirm-timeout must stay below it, so the API server
+    /// always gets an answer, never a timeout; serve refuses to start otherwise.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    webhook_timeout: Duration,
     /// How often certificate and policy files are checked for changes.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     reload_interval: Duration,
     /// Longest time a request may wait for its body to arrive and, when it is large, for its
-    /// turn to be judged; keep it below the webhook's timeoutSeconds so the API server gets
-    /// an answer, not a timeout.
-    #[arg(long, default_value = "4s", value_parser = parse_duration, value_name = "DURATION")]
+    /// turn to be judged (also the TLS handshake's and the headers'). With --confirm-timeout
+    /// it must stay below --webhook-timeout.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     request_timeout: Duration,
     /// MiB of large reviews (bodies of 64 KiB and more) read and judged at once; more wait
     /// their turn, up to --request-timeout. A review near the 3 MiB body limit needs about
@@ -172,7 +178,36 @@ fn worker_threads() -> Result<Option<usize>, String> {
     }
 }
 
+/// Why the request and read timeouts cannot fit in the API server's wait, if they cannot:
+/// a request may take `request_timeout` to arrive and then wait `confirm_timeout` for a read.
+fn time_budget_problem(args: &ServeArgs) -> Option<String> {
+    let reads = if args.no_cluster {
+        Duration::ZERO
+    } else {
+        args.confirm_timeout
+    };
+    let worst = args.request_timeout + reads;
+    (worst >= args.webhook_timeout).then(|| {
+        let sum = if args.no_cluster {
+            format!("--request-timeout ({:?})", args.request_timeout)
+        } else {
+            format!(
+                "--request-timeout ({:?}) plus --confirm-timeout ({:?}) is {worst:?}, which",
+                args.request_timeout, args.confirm_timeout
+            )
+        };
+        format!(
+            "{sum} is not below --webhook-timeout ({:?}), the webhook configurations' timeoutSeconds: the API server would give up on a request before it is answered; lower the timeouts, or raise timeoutSeconds and --webhook-timeout together",
+            args.webhook_timeout
+        )
+    })
+}
+
 pub fn run(args: ServeArgs) -> u8 {
+    if let Some(problem) = time_budget_problem(&args) {
+        eprintln!("error: {problem}");
+        return super::exit::USAGE;
+    }
     let _log_flush = init_logging(args.log_format);
     // One crypto provider, installed before any TLS object exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -244,5 +279,53 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        Serve::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn the_defaults_fit_the_api_servers_wait_with_margin() {
+        assert_eq!(time_budget_problem(&args(&[])), None);
+        let defaults = args(&[]);
+        assert!(
+            defaults.request_timeout + defaults.confirm_timeout + Duration::from_secs(1)
+                <= defaults.webhook_timeout
+        );
+    }
+
+    #[test]
+    fn timeouts_that_cannot_fit_the_api_servers_wait_are_refused_naming_the_flags() {
+        let problem = time_budget_problem(&args(&["--request-timeout", "4s"])).unwrap();
+        assert!(
+            problem.starts_with("--request-timeout (4s) plus --confirm-timeout (1.5s) is 5.5s, which is not below --webhook-timeout (5s)"),
+            "{problem}"
+        );
+        // Without a cluster nothing is read: only the request's own time counts.
+        assert_eq!(
+            time_budget_problem(&args(&["--request-timeout", "4s", "--no-cluster"])),
+            None
+        );
+        assert!(time_budget_problem(&args(&["--request-timeout", "5s", "--no-cluster"])).is_some());
+        // Raised together with timeoutSeconds, it fits.
+        assert_eq!(
+            time_budget_problem(&args(&[
+                "--request-timeout",
+                "4s",
+                "--webhook-timeout",
+                "10s"
+            ])),
+            None
+        );
     }
 }
