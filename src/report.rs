@@ -24,6 +24,8 @@ pub struct Report {
     pub errors: Vec<InputError>,
     pub objects: usize,
     pub files: usize,
+    /// Objects left unjudged, by why.
+    pub unjudged: std::collections::BTreeMap<crate::rules::Unjudged, usize>,
 }
 
 impl Report {

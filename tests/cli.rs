@@ -1219,6 +1219,40 @@ fn text_output_has_no_ansi_escapes_when_stdout_is_not_a_terminal() {
 }
 
 #[test]
+fn check_says_how_many_objects_it_left_unjudged_and_why() {
+    let dir = workspace(&[(
+        "dump.yaml",
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system}
+spec: {clusterIP: None, ports: [{name: dns, port: 53, targetPort: 5353}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: web
+  annotations: {endpoints.kubernetes.io/last-change-trigger-time: "2026-12-06T22:00:03Z"}
+subsets: [{addresses: [{ip: 10.244.0.7}], ports: [{port: 80}]}]
+"#,
+    )]);
+    let out = run(dir.path(), &["check", "dump.yaml"], None);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "2 objects not judged: 1 in exempt namespace kube-system, 1 maintained by a controller for a Service in the set"
+        ),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn text_output_groups_findings_under_their_object() {
     let dir = workspace(&[("mysql.yaml", MYSQL_PAIR)]);
     let out = run(

@@ -8,7 +8,7 @@ use crate::manifest::ManifestSet;
 use crate::parallel;
 use crate::policy::Policy;
 use crate::report::{Located, Report, sarif, text};
-use crate::rules::{Mode, judge};
+use crate::rules::{self, Mode, judge};
 
 pub(super) fn run(args: CheckArgs) -> u8 {
     let policy = match &args.policy {
@@ -60,7 +60,12 @@ pub fn check_set(set: &ManifestSet, policy: &Policy) -> Report {
     let per_run = parallel::map(&runs, |run| {
         let mut locator = set.locator();
         let mut findings = Vec::new();
+        let mut unjudged = Vec::new();
         for loaded in set.objects.get(run.clone()).unwrap_or_default() {
+            if let Some(why) = rules::unjudged(&loaded.object, &view, policy, Mode::Set) {
+                unjudged.push(why);
+                continue;
+            }
             for finding in judge(&loaded.object, &view, policy, Mode::Set) {
                 let (file, line) = locator.locate(loaded, &finding.field);
                 findings.push(Located {
@@ -70,14 +75,21 @@ pub fn check_set(set: &ManifestSet, policy: &Policy) -> Report {
                 });
             }
         }
-        findings
+        (findings, unjudged)
     });
-    Report {
-        findings: per_run.into_iter().flatten().collect(),
+    let mut report = Report {
         errors: set.errors.clone(),
         objects: set.objects.len(),
         files: set.sources.len(),
+        ..Report::default()
+    };
+    for (findings, unjudged) in per_run {
+        report.findings.extend(findings);
+        for why in unjudged {
+            *report.unjudged.entry(why).or_default() += 1;
+        }
     }
+    report
 }
 
 /// Objects judged per unit of parallel work: enough to make handing it over cheap, few

@@ -13,7 +13,7 @@ use crate::cli::{Color, FailOn, exit};
 use crate::cluster::client::{self, Credentials};
 use crate::policy::Policy;
 use crate::report::{Located, Report, policyreport, sarif, text};
-use crate::rules::{Mode, judge};
+use crate::rules::{self, Mode, judge};
 
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
@@ -92,8 +92,12 @@ async fn scan(args: &ScanArgs, policy: &Policy) -> Result<u8, String> {
         .map_err(|e| format!("cannot reach a cluster: {e}"))?;
     let snapshot = client::list_cluster(&client, &args.namespace).await?;
     let mut findings = Vec::new();
+    let mut unjudged = std::collections::BTreeMap::new();
     for object in &snapshot.objects {
-        findings.extend(judge(object, &snapshot.view, policy, Mode::Set));
+        match rules::unjudged(object, &snapshot.view, policy, Mode::Set) {
+            Some(why) => *unjudged.entry(why).or_default() += 1,
+            None => findings.extend(judge(object, &snapshot.view, policy, Mode::Set)),
+        }
     }
     let reports = policyreport::reports(&snapshot.objects, &snapshot.view, &findings, unix_now());
     let report = Report {
@@ -109,6 +113,7 @@ async fn scan(args: &ScanArgs, policy: &Policy) -> Result<u8, String> {
         errors: Vec::new(),
         objects: snapshot.objects.len(),
         files: 1,
+        unjudged,
     };
     let rendered = match args.format {
         ScanFormat::Text => text::render(

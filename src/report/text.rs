@@ -63,13 +63,17 @@ pub fn render(report: &Report, style: Style) -> String {
             );
             current = Some((l.file.as_str(), object));
         }
+        // Objects read from a cluster have no line.
+        let line = match l.line {
+            0 => String::new(),
+            n => format!(" (line {n})"),
+        };
         let _ = writeln!(
             out,
-            "  {} {}  {} (line {})\n       {}",
+            "  {} {}  {}{line}\n       {}",
             style.action(l.finding.action),
             l.finding.rule,
             l.finding.field,
-            l.line,
             l.finding.message
         );
     }
@@ -100,5 +104,61 @@ pub fn render(report: &Report, style: Style) -> String {
             )
         }
     );
+    if !report.unjudged.is_empty() {
+        let total: usize = report.unjudged.values().sum();
+        let why: Vec<String> = report
+            .unjudged
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} not judged: {}",
+            plural(total, "object", "objects"),
+            why.join(", ")
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::{Finding, RuleId};
+    use crate::object::{Kind, ObjectRef};
+    use crate::report::Located;
+
+    #[test]
+    fn findings_on_objects_read_from_a_cluster_show_no_line() {
+        let finding = Finding {
+            rule: RuleId::EndpointsOrphaned,
+            action: Action::Warn,
+            object: ObjectRef {
+                kind: Kind::Endpoints,
+                namespace: "shop".into(),
+                name: "db-ep".into(),
+            },
+            field: "metadata.name".into(),
+            message: "no Service".into(),
+        };
+        let mut report = Report {
+            objects: 1,
+            files: 1,
+            ..Report::default()
+        };
+        report.findings.push(Located {
+            finding: finding.clone(),
+            file: "cluster".into(),
+            line: 0,
+        });
+        let text = render(&report, Style { color: false });
+        assert!(
+            text.contains("endpoints-orphaned  metadata.name\n"),
+            "{text}"
+        );
+        assert!(!text.contains("line 0"), "{text}");
+        report.findings[0].line = 7;
+        let text = render(&report, Style { color: false });
+        assert!(text.contains("metadata.name (line 7)"), "{text}");
+    }
 }

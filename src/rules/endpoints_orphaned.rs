@@ -15,10 +15,23 @@ pub const ID: &str = "endpoints-orphaned";
 pub const SUMMARY: &str = "Endpoints or EndpointSlice with no Service of that name in its namespace: it is never used";
 pub const DEFAULT: Action = Action::Deny;
 
-pub fn check(_object: &Object, cx: &Context<'_>) -> Vec<Draft> {
+/// Leader election writes its lock into this annotation of an Endpoints (client-go's
+/// `endpoints` and `endpointsleases` locks): such an Endpoints needs no Service.
+pub const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
+
+pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Some(subject) = cx.endpoints_subject() else {
         return Vec::new();
     };
+    if subject.kind == Kind::Endpoints
+        && object
+            .metadata()
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(LEADER_ANNOTATION))
+    {
+        return Vec::new();
+    }
     // An unlabeled slice is `endpointslice-unlabeled`'s to report.
     let Some(service_name) = subject.service_name.as_deref() else {
         return Vec::new();
@@ -174,6 +187,14 @@ mod tests {
     use super::*;
     use crate::finding::{Action, RuleId};
     use crate::rules::testing::*;
+
+    #[test]
+    fn an_endpoints_used_as_a_leader_election_lock_needs_no_service() {
+        let findings = judge_set(
+            "apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: my-operator-lock\n  annotations:\n    control-plane.alpha.kubernetes.io/leader: '{\"holderIdentity\":\"pod-1\",\"leaseDurationSeconds\":15}'\n",
+        );
+        none(&findings, RuleId::EndpointsOrphaned);
+    }
 
     #[test]
     fn without_a_view_of_the_cluster_an_absent_service_is_not_concluded() {

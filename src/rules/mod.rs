@@ -231,20 +231,53 @@ impl<'de> serde::Deserialize<'de> for RuleId {
     }
 }
 
+/// Why an object is not judged at all, when it is not.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unjudged {
+    /// In one of the policy's `exemptNamespaces`.
+    ExemptNamespace(String),
+    /// In a set: a controller maintains it, as the set confirms (see
+    /// [`written_by_controller`]).
+    MaintainedByController,
+}
+
+impl std::fmt::Display for Unjudged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unjudged::ExemptNamespace(ns) => write!(f, "in exempt namespace {ns}"),
+            Unjudged::MaintainedByController => {
+                f.write_str("maintained by a controller for a Service in the set")
+            }
+        }
+    }
+}
+
+/// Whether [`judge`] leaves `object` alone, and why.
+pub fn unjudged(
+    object: &Object,
+    view: &dyn ClusterView,
+    policy: &Policy,
+    mode: Mode,
+) -> Option<Unjudged> {
+    let namespace = object.namespace();
+    if policy.exempt_namespaces.iter().any(|n| n == namespace) {
+        return Some(Unjudged::ExemptNamespace(namespace.to_owned()));
+    }
+    (mode == Mode::Set && written_by_controller(object, view))
+        .then_some(Unjudged::MaintainedByController)
+}
+
 /// Judges one object. Objects in exempt namespaces get no findings; rules the policy turns
 /// off do not run. In a set, objects the control plane wrote (by their content) get none
 /// either; in admission the caller decides that from who is writing, because anyone can
 /// put the controllers' markers on a new object.
 pub fn judge(object: &Object, view: &dyn ClusterView, policy: &Policy, mode: Mode) -> Vec<Finding> {
-    if mode == Mode::Set && written_by_controller(object, view) {
+    if unjudged(object, view, policy, mode).is_some() {
         return Vec::new();
     }
     let namespace = object.namespace();
     let labels = view.namespace_labels(namespace);
     let ns_policy = policy.for_namespace(namespace, labels.as_ref());
-    if ns_policy.exempt {
-        return Vec::new();
-    }
     let cx = Context {
         view,
         policy: &ns_policy,
