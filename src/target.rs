@@ -292,6 +292,8 @@ pub enum NameProblem {
     EmptyLabel,
     BadLabelEdge(String),
     BadCharacter(char),
+    /// `${NAS_HOST}`, `{{ .Values.host }}`: a template the manifest was not rendered with.
+    TemplateVariable(String),
 }
 
 impl NameProblem {
@@ -315,6 +317,9 @@ impl NameProblem {
                 format!("its label \"{l}\" starts or ends with \"-\"")
             }
             NameProblem::BadCharacter(c) => format!("it contains {c:?}, which DNS names may not"),
+            NameProblem::TemplateVariable(v) => format!(
+                "it is the unrendered template variable {v}: the manifest was applied without rendering it (helm template, envsubst, kustomize replacements)"
+            ),
         }
     }
 }
@@ -325,6 +330,9 @@ impl NameProblem {
 pub fn dns_name_problem(name: &str) -> Option<NameProblem> {
     if name.is_empty() {
         return Some(NameProblem::Empty);
+    }
+    if let Some(variable) = template_variable(name) {
+        return Some(NameProblem::TemplateVariable(variable));
     }
     if let Some((scheme, _)) = name.split_once("://") {
         return Some(NameProblem::Scheme(scheme.to_owned()));
@@ -367,6 +375,82 @@ pub fn dns_name_problem(name: &str) -> Option<NameProblem> {
         }
     }
     None
+}
+
+/// The first unrendered template variable in `text`: `${VAR}`, `$(VAR)`, `{{ … }}`, `<%= … %>`.
+pub fn template_variable(text: &str) -> Option<String> {
+    for (open, close) in [("${", "}"), ("$(", ")"), ("{{", "}}"), ("<%", "%>")] {
+        if let Some(start) = text.find(open)
+            && let Some(len) = text[start + open.len()..].find(close)
+        {
+            let end = start + open.len() + len + close.len();
+            return Some(text[start..end].to_owned());
+        }
+    }
+    None
+}
+
+/// Words people write where an address belongs until they know it.
+const PLACEHOLDERS: [&str; 10] = [
+    "ip",
+    "ip_address",
+    "ipaddress",
+    "address",
+    "todo",
+    "tbd",
+    "changeme",
+    "x.x.x.x",
+    "<ip>",
+    "your-ip",
+];
+
+/// What an address field holds instead of the IP address the API server requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressProblem {
+    /// Absent or empty (in YAML, often a key spelled `IP:`, which is ignored).
+    Missing,
+    TemplateVariable(String),
+    Placeholder,
+    /// A DNS name: valid where names go (externalName), not here.
+    HostName,
+    /// An IP of the other family than the EndpointSlice's addressType.
+    WrongFamily {
+        expected: &'static str,
+    },
+    NotAnAddress,
+}
+
+/// Why `text` is not an IP address of `family` (`IPv4`, `IPv6`, or any when `None`), as the
+/// API server would refuse it, or `None` when it is one.
+pub fn address_problem(text: &str, family: Option<&'static str>) -> Option<AddressProblem> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Some(AddressProblem::Missing);
+    }
+    if let Some(ip) = parse_ip(trimmed) {
+        // An IPv4-mapped IPv6 address is read as IPv4 for judging targets; its family is
+        // what it is written as.
+        let written_v6 = trimmed.contains(':');
+        return match family {
+            Some("IPv4") if written_v6 || !ip.is_ipv4() => {
+                Some(AddressProblem::WrongFamily { expected: "IPv4" })
+            }
+            Some("IPv6") if !written_v6 => Some(AddressProblem::WrongFamily { expected: "IPv6" }),
+            _ => None,
+        };
+    }
+    if let Some(variable) = template_variable(trimmed) {
+        return Some(AddressProblem::TemplateVariable(variable));
+    }
+    if PLACEHOLDERS.contains(&trimmed.to_ascii_lowercase().as_str())
+        || trimmed.chars().all(|c| c == 'x' || c == 'X' || c == '.')
+    {
+        return Some(AddressProblem::Placeholder);
+    }
+    if dns_name_problem(trimmed).is_none() && trimmed.chars().any(|c| c.is_ascii_alphabetic()) {
+        return Some(AddressProblem::HostName);
+    }
+    Some(AddressProblem::NotAnAddress)
 }
 
 /// Pulls the host out of something typed by habit: `https://db.example.com:5432/x` →
@@ -429,6 +513,52 @@ mod tests {
             "\"100.100.100.0200\" (read by Kubernetes as 100.100.100.200)"
         );
         assert_eq!(show_address("100.100.100.200", meant), "100.100.100.200");
+    }
+
+    #[test]
+    fn what_an_address_field_holds_instead_of_an_address_is_named() {
+        use AddressProblem::*;
+        assert_eq!(address_problem("", None), Some(Missing));
+        assert_eq!(address_problem("  ", None), Some(Missing));
+        assert_eq!(
+            address_problem("${NAS_IP}", None),
+            Some(TemplateVariable("${NAS_IP}".into()))
+        );
+        assert_eq!(
+            address_problem("{{ .Values.ip }}", None),
+            Some(TemplateVariable("{{ .Values.ip }}".into()))
+        );
+        assert_eq!(address_problem("IP", None), Some(Placeholder));
+        assert_eq!(address_problem("x.x.x.x", None), Some(Placeholder));
+        assert_eq!(address_problem("nas.home.lan", None), Some(HostName));
+        assert_eq!(address_problem("nas", None), Some(HostName));
+        assert_eq!(
+            address_problem("fd00::1", Some("IPv4")),
+            Some(WrongFamily { expected: "IPv4" })
+        );
+        assert_eq!(
+            address_problem("10.0.0.1", Some("IPv6")),
+            Some(WrongFamily { expected: "IPv6" })
+        );
+        assert_eq!(address_problem("300.1.1.1", None), Some(NotAnAddress));
+        assert_eq!(address_problem("10.0.0.1", Some("IPv4")), None);
+        assert_eq!(address_problem("010.0.0.1", Some("IPv4")), None);
+        assert_eq!(address_problem("fd00::1", Some("IPv6")), None);
+        assert_eq!(address_problem("fd00::1", None), None);
+    }
+
+    #[test]
+    fn an_unrendered_variable_in_a_name_is_named_as_such() {
+        assert_eq!(
+            dns_name_problem("${NAS_HOST}"),
+            Some(NameProblem::TemplateVariable("${NAS_HOST}".into()))
+        );
+        assert_eq!(
+            dns_name_problem("db.{{ .Release.Namespace }}.svc"),
+            Some(NameProblem::TemplateVariable(
+                "{{ .Release.Namespace }}".into()
+            ))
+        );
     }
 
     #[test]

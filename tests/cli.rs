@@ -516,6 +516,7 @@ metadata:
 subsets:
   - addresses:
       - ip: 198.51.100.20
+      - ip: ${WEB_IP}
     ports:
       - name: web
         port: 80

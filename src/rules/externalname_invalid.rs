@@ -52,6 +52,10 @@ pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
             "{value:?} is not a valid DNS name: {}; DNS names in Kubernetes are lower case{use_instead}",
             problem.what()
         ),
+        NameProblem::TemplateVariable(_) => format!(
+            "{value:?} is not a DNS name: {}; the API server refuses it (a DNS-1123 subdomain holds only lower-case letters, digits, '-' and '.')",
+            problem.what()
+        ),
         _ => format!(
             "{value:?} is not a DNS name: {}; set spec.externalName to the external host's real DNS name",
             problem.what()
@@ -69,6 +73,18 @@ mod tests {
         judge_set(&format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: ext}}\nspec:\n  type: ExternalName\n  externalName: {value:?}\n"
         ))
+    }
+
+    #[test]
+    fn an_unrendered_variable_is_named_as_such_not_as_upper_case() {
+        let findings = judge_external_name("${NAS_HOST}");
+        let f = one(&findings, RuleId::ExternalnameInvalid, Action::Deny, "ext");
+        assert!(
+            f.message.starts_with("\"${NAS_HOST}\" is not a DNS name: it is the unrendered template variable ${NAS_HOST}"),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains("upper"), "{}", f.message);
     }
 
     #[test]

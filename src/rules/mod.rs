@@ -191,6 +191,7 @@ catalogue! {
     ExternalnameHostMismatch => externalname_host_mismatch,
     HeadlessPortRemap => headless_port_remap,
     SelectorChange => selector_change,
+    AddressInvalid => address_invalid,
     TargetDisallowed => target_disallowed,
     AddressNoncanonical => address_noncanonical,
     RequiredMetadata => required_metadata,

@@ -19,6 +19,10 @@ pub const DEFAULT: Action = Action::Deny;
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let mut drafts = Vec::new();
     for_each_target(object, |field, written| {
+        // An endpoint address that is no IP is `address-invalid`'s.
+        if !matches!(field, TargetField::ExternalName) && parse_ip(written.trim()).is_none() {
+            return;
+        }
         if let Some(why) = target_denied(written, cx) {
             drafts.push(Draft::violation(field.to_string(), why));
         }
@@ -128,11 +132,8 @@ fn denied(target: &Target, shown: &str, cx: &Context<'_>) -> Option<String> {
 
 /// Why the externalIP written as `written` is denied here, or `None` when it is allowed.
 pub fn external_ip_denied(written: &str, cx: &Context<'_>) -> Option<String> {
-    let Some(ip) = parse_ip(written.trim()) else {
-        return Some(format!(
-            "{written:?} is not an IP address; spec.externalIPs takes IP addresses only"
-        ));
-    };
+    // An externalIP that is no IP is `address-invalid`'s.
+    let ip = parse_ip(written.trim())?;
     let shown = show_address(written, ip);
     if let Some(why) = denied(&Target::Ip(ip), &shown, cx) {
         return Some(why);
