@@ -823,6 +823,19 @@ impl Subject<'_> {
         }
     }
 
+    /// Whether `decision` has a finding that the Service's consumers would soften (see
+    /// `consumerAware`): the Ingresses and routes that name it must then be read, since the
+    /// cache does not keep them.
+    pub fn needs_consumers(&self, decision: &Decision, policy: &Policy) -> bool {
+        policy.consumer_aware
+            && self.endpoint == Endpoint::Validate
+            && decision.findings.iter().any(|f| match f.rule {
+                RuleId::ExternalnameIp | RuleId::HeadlessPortRemap => f.action == Action::Deny,
+                RuleId::ExternalnameHostMismatch => true,
+                _ => false,
+            })
+    }
+
     /// The answer, judged against `view`.
     pub fn judge(&self, view: &dyn ClusterView, policy: &Policy) -> Decision {
         let decision = Decision::new(self.request, self.kind);

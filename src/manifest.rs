@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::cluster::ManifestView;
+use crate::cluster::consumers::{self, Consumer};
 use crate::object::Object;
 use lines::LineIndex;
 
@@ -68,6 +69,8 @@ pub struct ManifestSet {
     pub sources: Vec<Source>,
     pub objects: Vec<LoadedObject>,
     pub namespaces: Vec<Namespace>,
+    /// Ingresses and Gateway API routes, with the Services they send traffic to.
+    pub consumers: Vec<(Consumer, Vec<(String, String)>)>,
     pub errors: Vec<InputError>,
 }
 
@@ -128,6 +131,7 @@ impl ManifestSet {
             o
         }));
         self.namespaces.extend(parsed.namespaces);
+        self.consumers.extend(parsed.consumers);
         self.errors.extend(parsed.errors);
         self.sources.push(parsed.source);
     }
@@ -140,6 +144,9 @@ impl ManifestSet {
         }
         for ns in &self.namespaces {
             view.insert_namespace(ns);
+        }
+        for (consumer, backends) in &self.consumers {
+            view.insert_consumer(consumer, backends);
         }
         view
     }
@@ -187,6 +194,7 @@ struct ParsedSource {
     source: Source,
     objects: Vec<LoadedObject>,
     namespaces: Vec<Namespace>,
+    consumers: Vec<(Consumer, Vec<(String, String)>)>,
     errors: Vec<InputError>,
 }
 
@@ -198,6 +206,7 @@ fn parse_source(name: String, text: String) -> ParsedSource {
         },
         objects: Vec::new(),
         namespaces: Vec::new(),
+        consumers: Vec::new(),
         errors: Vec::new(),
     };
     // JSON is YAML too: only `.json` files take the (faster, stricter) JSON parser, so
@@ -363,7 +372,10 @@ impl ParsedSource {
                 }
                 return;
             }
-            _ => return,
+            _ => {
+                self.consumers.extend(consumers::consumer_of(value));
+                return;
+            }
         };
         match object {
             Ok(object) => self.objects.push(LoadedObject {

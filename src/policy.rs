@@ -204,6 +204,9 @@ pub struct Policy {
     /// Whether `/mutate` sets `<prefix>/shape` and `<prefix>/target` on Services that leave
     /// the cluster.
     pub shape_metadata: bool,
+    /// Whether findings that hold for DNS clients only become warnings when the Service has
+    /// other consumers (external-dns, Ingresses, Gateway API routes).
+    pub consumer_aware: bool,
     pub namespaces: Vec<NamespaceOverride>,
 }
 
@@ -375,6 +378,7 @@ struct RawPolicy {
     required_metadata: RawRequiredMetadata,
     metadata_prefix: Spanned<String>,
     shape_metadata: bool,
+    consumer_aware: bool,
     namespaces: Vec<RawNamespaceOverride>,
 }
 
@@ -390,6 +394,7 @@ impl Default for RawPolicy {
             required_metadata: RawRequiredMetadata::default(),
             metadata_prefix: unspanned("extsvc-guard.io".to_owned()),
             shape_metadata: true,
+            consumer_aware: true,
             namespaces: Vec::new(),
         }
     }
@@ -780,6 +785,7 @@ impl RawPolicy {
             },
             metadata_prefix: self.metadata_prefix.value,
             shape_metadata: self.shape_metadata,
+            consumer_aware: self.consumer_aware,
             namespaces,
         })
     }

@@ -1455,7 +1455,7 @@ fn two_replicas_spread_across_nodes_behind_a_disruption_budget_with_bounded_reso
 }
 
 #[test]
-fn the_cluster_role_grants_exactly_get_list_watch_on_the_four_resources_and_list_on_pods() {
+fn the_cluster_role_grants_get_list_watch_on_the_four_resources_and_list_on_pods_and_consumers() {
     for (overlay, rendered) in overlays() {
         let role: ClusterRole = rendered.only();
         let mut granted = BTreeSet::new();
@@ -1478,6 +1478,10 @@ fn the_cluster_role_grants_exactly_get_list_watch_on_the_four_resources_and_list
             ("", "namespaces", "get,list,watch"),
             ("", "pods", "list"),
             ("discovery.k8s.io", "endpointslices", "get,list,watch"),
+            ("networking.k8s.io", "ingresses", "list"),
+            ("gateway.networking.k8s.io", "httproutes", "list"),
+            ("gateway.networking.k8s.io", "grpcroutes", "list"),
+            ("gateway.networking.k8s.io", "tlsroutes", "list"),
         ]
         .into_iter()
         .map(|(g, r, v)| (g, r, v.to_owned()))

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use crate::cluster::consumers::{self, Consumer, ConsumerKind};
 use crate::cluster::fresh::FreshScope;
 use crate::cluster::{ManifestView, PodCount};
 use crate::object::Object;
@@ -135,11 +136,19 @@ pub async fn namespace_snapshot(
         let endpoints = Api::<Endpoints>::namespaced(client.clone(), namespace);
         let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace);
         let namespaces = Api::<Namespace>::all(client.clone());
-        let (services, endpoints, slices, ns) = tokio::join!(
+        let (services, endpoints, slices, ns, consumers) = tokio::join!(
             async { OptionFuture::from(scope.services.then(|| services.list(&params))).await },
             async { OptionFuture::from(scope.endpoints.then(|| endpoints.list(&params))).await },
             async { OptionFuture::from(scope.endpoints.then(|| slices.list(&params))).await },
             async { OptionFuture::from(scope.labels.then(|| namespaces.get_opt(namespace))).await },
+            async {
+                OptionFuture::from(
+                    scope
+                        .consumers
+                        .then(|| list_consumers(client, Some(namespace))),
+                )
+                .await
+            },
         );
         let mut view = ManifestView::new();
         if let Some(services) = services {
@@ -163,6 +172,11 @@ pub async fn namespace_snapshot(
         {
             view.insert_namespace(&ns);
         }
+        if let Some(consumers) = consumers {
+            for (consumer, backends) in consumers? {
+                view.insert_consumer(&consumer, &backends);
+            }
+        }
         Ok(view)
     };
     match tokio::time::timeout(timeout, read).await {
@@ -172,6 +186,43 @@ pub async fn namespace_snapshot(
             timeout.as_millis()
         )),
     }
+}
+
+/// The Ingresses and Gateway API routes of `namespace` (all namespaces when `None`), with
+/// the Services they send traffic to. A kind the cluster does not serve (no Gateway API
+/// CRDs) has none; one the account may not list is an error naming the permission.
+pub async fn list_consumers(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Result<Vec<(Consumer, Vec<(String, String)>)>, String> {
+    let mut found = Vec::new();
+    for (kind, group, versions, plural) in ConsumerKind::ALL {
+        for version in versions {
+            let gvk = GroupVersionKind::gvk(group, version, kind.as_str());
+            let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+            let api: Api<DynamicObject> = match namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            match api.list(&ListParams::default()).await {
+                Ok(list) => {
+                    for object in list {
+                        let Ok(mut value) = serde_json::to_value(&object) else {
+                            continue;
+                        };
+                        value["apiVersion"] = format!("{group}/{version}").into();
+                        value["kind"] = kind.as_str().into();
+                        found.extend(consumers::consumer_of(&value));
+                    }
+                    break;
+                }
+                // Not served in this version (or at all): try the next one.
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(e) => return Err(explain("list", &format!("{plural}.{group}"), &e)),
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Everything `scan` judges: the Services, Endpoints and EndpointSlices of the cluster (or
@@ -255,6 +306,16 @@ pub async fn list_cluster(
     }
     for object in &objects {
         view.insert(object);
+    }
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    for scope in scopes {
+        for (consumer, backends) in list_consumers(client, scope).await? {
+            view.insert_consumer(&consumer, &backends);
+        }
     }
     Ok(ClusterSnapshot { objects, view })
 }

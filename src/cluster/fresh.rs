@@ -34,6 +34,8 @@ pub struct FreshScope {
     pub endpoints: bool,
     /// The Namespace's labels.
     pub labels: bool,
+    /// The Ingresses and Gateway API routes (see [`crate::cluster::consumers`]).
+    pub consumers: bool,
 }
 
 impl FreshScope {
@@ -49,6 +51,7 @@ impl FreshScope {
             services: kind != "Service",
             endpoints: true,
             labels: false,
+            consumers: false,
         }
     }
 
@@ -58,6 +61,7 @@ impl FreshScope {
             services: false,
             endpoints: false,
             labels: false,
+            consumers: false,
         }
     }
 }
@@ -218,6 +222,7 @@ mod tests {
         services: true,
         endpoints: true,
         labels: false,
+        consumers: false,
     };
 
     async fn settle() {

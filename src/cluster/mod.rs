@@ -6,11 +6,13 @@
 
 pub mod cache;
 pub mod client;
+pub mod consumers;
 pub mod fresh;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 
+use consumers::Consumer;
 use fresh::FreshScope;
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
@@ -299,6 +301,12 @@ pub trait ClusterView {
     ) -> Option<PodCount> {
         None
     }
+    /// The Ingresses and Gateway API routes that send traffic to the Service `service` of
+    /// `namespace`, as far as the view knows them (the watch cache does not keep them: a
+    /// live read does).
+    fn consumers_of(&self, _namespace: &str, _service: &str) -> Vec<Consumer> {
+        Vec::new()
+    }
     /// Whether an absent object in `namespace` is really absent. A view that cannot see
     /// that namespace answers every lookup with "nothing", and rules must not conclude from
     /// that.
@@ -413,6 +421,10 @@ impl ClusterView for Overlay<'_> {
     fn pods_matching(&self, _: &str, _: &BTreeMap<String, String>) -> Option<PodCount> {
         self.pods
     }
+    fn consumers_of(&self, namespace: &str, service: &str) -> Vec<Consumer> {
+        self.from(self.scope.consumers)
+            .consumers_of(namespace, service)
+    }
     fn sees_cluster(&self, namespace: &str) -> bool {
         (self.scope.services && self.scope.endpoints) || self.cache.sees_cluster(namespace)
     }
@@ -427,6 +439,8 @@ pub struct ManifestView {
     namespaces: HashMap<String, BTreeMap<String, String>>,
     /// The Pods counted for the selector of the Service under review (a live read).
     pods: Option<PodCount>,
+    /// namespace → Service → the consumers that name it as a backend.
+    consumers: HashMap<String, HashMap<String, Vec<Consumer>>>,
 }
 
 impl ManifestView {
@@ -463,6 +477,22 @@ impl ManifestView {
                     .entry(info.namespace.clone())
                     .or_default()
                     .insert(info.name.clone(), info);
+            }
+        }
+    }
+
+    /// Adds a consumer and the Services it sends traffic to.
+    pub fn insert_consumer(&mut self, consumer: &Consumer, backends: &[(String, String)]) {
+        for (namespace, service) in backends {
+            let list = self
+                .consumers
+                .entry(namespace.clone())
+                .or_default()
+                .entry(service.clone())
+                .or_default();
+            if !list.contains(consumer) {
+                list.push(consumer.clone());
+                list.sort();
             }
         }
     }
@@ -525,5 +555,13 @@ impl ClusterView for ManifestView {
 
     fn pods_matching(&self, _: &str, _: &BTreeMap<String, String>) -> Option<PodCount> {
         self.pods
+    }
+
+    fn consumers_of(&self, namespace: &str, service: &str) -> Vec<Consumer> {
+        self.consumers
+            .get(namespace)
+            .and_then(|m| m.get(service))
+            .cloned()
+            .unwrap_or_default()
     }
 }

@@ -6,8 +6,9 @@
 use crate::finding::Action;
 use crate::object::Object;
 use crate::rules::externalname_ip::external_name;
-use crate::rules::{Context, Draft};
-use crate::target::{dns_name_problem, host_part, parse_ip};
+use crate::rules::{Context, Draft, other_consumers};
+use crate::target::{dns_name_problem, host_part, normalize_host, parse_ip};
+use k8s_openapi::api::core::v1::ServicePort;
 
 pub const ID: &str = "externalname-host-mismatch";
 pub const SUMMARY: &str = "ExternalName Service on HTTP(S) ports: clients send the Service name as Host/SNI, not the external host";
@@ -25,8 +26,13 @@ const HTTP_NAMES: [&str; 9] = [
     "kubernetes.io/ws",
     "kubernetes.io/wss",
 ];
+/// Protocols a port name (`tcp-proxy`, as Istio names ports) or `appProtocol` may declare
+/// that no HTTP client speaks: such a port carries no Host header, whatever its number.
+const NOT_HTTP: [&str; 10] = [
+    "tcp", "udp", "sctp", "mysql", "postgres", "postgresql", "redis", "mongo", "amqp", "kafka",
+];
 
-pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
+pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Object::Service(service) = object else {
         return Vec::new();
     };
@@ -37,25 +43,25 @@ pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
         return Vec::new();
     }
     let name = service.metadata.name.as_deref().unwrap_or_default();
+    let target = normalize_host(target);
+    // `unifi` → `unifi.`: clients send the name they use, which is the target.
+    if target == name {
+        return Vec::new();
+    }
+    // An ingress controller or Gateway sends the public Host (or sets one by annotation),
+    // not the Service name.
+    if !other_consumers(cx, name, None).is_empty() {
+        return Vec::new();
+    }
     let ports = service
         .spec
         .as_ref()
         .and_then(|s| s.ports.as_ref())
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let looks_http = |p: &k8s_openapi::api::core::v1::ServicePort| {
-        HTTP_PORTS.contains(&p.port)
-            || p.name
-                .as_deref()
-                .is_some_and(|n| HTTP_NAMES.contains(&n.to_ascii_lowercase().as_str()))
-            || p.app_protocol
-                .as_deref()
-                .is_some_and(|a| HTTP_NAMES.contains(&a.to_ascii_lowercase().as_str()))
-    };
     let Some((i, port)) = ports.iter().enumerate().find(|(_, p)| looks_http(p)) else {
         return Vec::new();
     };
-    let target = target.trim_end_matches('.');
     vec![Draft::violation(
         format!("spec.ports[{i}]"),
         format!(
@@ -63,6 +69,28 @@ pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
             port.port
         ),
     )]
+}
+
+/// A port an HTTP(S) client plausibly uses: named or `appProtocol`-marked as HTTP, or on a
+/// usual HTTP port number unless its name or `appProtocol` says another protocol.
+fn looks_http(port: &ServicePort) -> bool {
+    let protocol_of = |text: &str| {
+        let lower = text.to_ascii_lowercase();
+        lower.split(['-', '_']).next().unwrap_or_default().to_owned()
+    };
+    let declared: Vec<&str> = [port.name.as_deref(), port.app_protocol.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|t| !t.is_empty())
+        .collect();
+    let named_http = declared.iter().any(|t| {
+        HTTP_NAMES.contains(&t.to_ascii_lowercase().as_str())
+            || HTTP_NAMES.contains(&protocol_of(t).as_str())
+    });
+    let named_other = declared
+        .iter()
+        .any(|t| NOT_HTTP.contains(&protocol_of(t).as_str()));
+    named_http || (HTTP_PORTS.contains(&port.port) && !named_other)
 }
 
 #[cfg(test)]
@@ -83,6 +111,39 @@ mod tests {
         );
         assert_eq!(f.field, "spec.ports[0]");
         assert!(f.message.contains("Host: api"), "{}", f.message);
+    }
+
+    #[test]
+    fn ports_named_for_another_protocol_or_route_only_backends_are_not_warned() {
+        for (ports, extra) in [
+            ("[{name: tcp-443, port: 443}]", ""),
+            ("[{port: 443, appProtocol: tcp}]", ""),
+            (
+                "[{port: 443}]",
+                "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: api}\nspec:\n  rules: [{http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 443}}}}]}}]\n",
+            ),
+        ] {
+            let findings = judge_set(&format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: api}}\nspec:\n  type: ExternalName\n  externalName: api.somecompany.com\n  ports: {ports}\n{extra}"
+            ));
+            none(&findings, RuleId::ExternalnameHostMismatch);
+        }
+    }
+
+    #[test]
+    fn an_alias_to_its_own_name_with_a_trailing_dot_is_not_a_mismatch() {
+        let findings = judge_set(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: unifi}\nspec:\n  type: ExternalName\n  externalName: unifi.\n  ports: [{port: 443}]\n",
+        );
+        none(&findings, RuleId::ExternalnameHostMismatch);
+    }
+
+    #[test]
+    fn a_port_named_http_is_warned_whatever_its_number() {
+        let findings = judge_set(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec:\n  type: ExternalName\n  externalName: api.somecompany.com\n  ports: [{name: http-api, port: 9000}]\n",
+        );
+        one(&findings, RuleId::ExternalnameHostMismatch, Action::Warn, "api");
     }
 
     #[test]

@@ -1,19 +1,26 @@
 //! `externalname-ip`: an IP address in `spec.externalName`. The API server accepts it (each
-//! digit group is a valid DNS label), but cluster DNS answers the Service name with a CNAME
-//! to the "name" 192.168.1.10, which does not resolve: clients never connect.
+//! digit group is a valid DNS label), but CoreDNS — the cluster DNS nearly everywhere —
+//! serves no record for it: its kubernetes plugin makes a CNAME of an ExternalName only
+//! when the value is a name, and for an IP answers NXDOMAIN (plugin/kubernetes, `externalName`
+//! records are skipped when `net.ParseIP` reads an IP). In-cluster clients never resolve it.
+//!
+//! Other consumers read the IP themselves: external-dns publishes such a Service as an A
+//! record, and ingress controllers (ingress-nginx, Traefik) proxy to it as an Ingress or
+//! HTTPRoute backend. With such a consumer in sight, the finding is a warning that names it
+//! and says what still breaks (policy `consumerAware`).
 
 use k8s_openapi::api::core::v1::Service;
 
 use crate::finding::Action;
 use crate::object::{Object, SERVICE_NAME_LABEL};
-use crate::rules::{Context, Draft};
+use crate::rules::{Context, Draft, other_consumers};
 use crate::target::{host_part, parse_ip};
 
 pub const ID: &str = "externalname-ip";
 pub const SUMMARY: &str = "IP address in spec.externalName: cluster DNS cannot CNAME to an IP, the name never resolves";
 pub const DEFAULT: Action = Action::Deny;
 
-pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
+pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Object::Service(service) = object else {
         return Vec::new();
     };
@@ -56,10 +63,24 @@ pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
         })
         .or_else(|| typed_port.map(|p| format!("{{port: {p}}}")))
         .unwrap_or_else(|| "{port: <the port you connect to>}".to_owned());
-    vec![Draft::violation(
+    let namespace = cx.namespace;
+    let replacement = format!(
+        "a Service without selector (remove type: ExternalName and externalName, keep the ports) plus an EndpointSlice labelled {SERVICE_NAME_LABEL}: {name} with addressType: {address_type}, endpoints: [{{addresses: [\"{ip}\"]}}] and ports: [{ports}]"
+    );
+    let consumers = other_consumers(cx, name, service.metadata.annotations.as_ref());
+    if consumers.is_empty() {
+        return vec![Draft::violation(
+            "spec.externalName",
+            format!(
+                "{external_name:?} is an IP address: CoreDNS serves no record for an ExternalName that is an IP (it makes CNAMEs of names only), so lookups of {name}.{namespace}.svc fail with NXDOMAIN and in-cluster clients never connect; replace it with {replacement}"
+            ),
+        )];
+    }
+    vec![Draft::advisory(
         "spec.externalName",
         format!(
-            "{external_name:?} is an IP address: cluster DNS answers a CNAME to it, which no resolver can follow, so {name} never resolves; replace it with a Service without selector (remove type: ExternalName and externalName, keep the ports) plus an EndpointSlice labelled {SERVICE_NAME_LABEL}: {name} with addressType: {address_type}, endpoints: [{{addresses: [\"{ip}\"]}}] and ports: [{ports}]"
+            "{external_name:?} is an IP address, which its other consumers read directly ({}), but CoreDNS serves no record for it, so in-cluster lookups of {name}.{namespace}.svc fail with NXDOMAIN; if in-cluster clients use it too, replace it with {replacement}",
+            consumers.join(", ")
         ),
     )]
 }
@@ -124,6 +145,64 @@ mod tests {
         );
         let f = one(&findings, RuleId::ExternalnameIp, Action::Deny, "ext6");
         assert!(f.message.contains("addressType: IPv6"), "{}", f.message);
+    }
+
+    #[test]
+    fn the_message_says_what_coredns_does_with_an_ip_external_name() {
+        // CoreDNS's kubernetes plugin serves no record for an ExternalName that parses as
+        // an IP (it only makes CNAMEs of names): lookups get NXDOMAIN.
+        let findings = judge_set(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ext-ip, namespace: shop}\nspec:\n  type: ExternalName\n  externalName: 192.168.1.10\n",
+        );
+        let f = one(&findings, RuleId::ExternalnameIp, Action::Deny, "ext-ip");
+        assert!(
+            f.message.starts_with("\"192.168.1.10\" is an IP address: CoreDNS serves no record for an ExternalName that is an IP (it makes CNAMEs of names only), so lookups of ext-ip.shop.svc fail with NXDOMAIN"),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains("CNAME to it"), "{}", f.message);
+    }
+
+    const EXTERNAL_DNS: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: nas\n  namespace: home\n  annotations: {external-dns.alpha.kubernetes.io/hostname: nas.example.com}\nspec:\n  type: ExternalName\n  externalName: 192.168.1.5\n";
+
+    #[test]
+    fn a_service_external_dns_publishes_is_warned_naming_it_and_what_still_breaks() {
+        let findings = judge_set(EXTERNAL_DNS);
+        let f = one(&findings, RuleId::ExternalnameIp, Action::Warn, "nas");
+        assert!(
+            f.message.starts_with("\"192.168.1.5\" is an IP address, which its other consumers read directly (external-dns (annotation external-dns.alpha.kubernetes.io/hostname)), but CoreDNS serves no record for it, so in-cluster lookups of nas.home.svc fail with NXDOMAIN"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn a_service_an_ingress_or_route_proxies_to_is_warned_naming_it() {
+        for consumer in [
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web, namespace: home}\nspec:\n  rules: [{host: nas.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: nas, port: {number: 5000}}}}]}}]\n",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: edge}\nspec:\n  rules: [{backendRefs: [{name: nas, namespace: home, port: 5000}]}]\n",
+        ] {
+            let findings = judge_set(&format!(
+                "{}---\n{consumer}",
+                EXTERNAL_DNS.replace("  annotations: {external-dns.alpha.kubernetes.io/hostname: nas.example.com}\n", "")
+            ));
+            let f = one(&findings, RuleId::ExternalnameIp, Action::Warn, "nas");
+            assert!(
+                f.message.contains("Ingress home/web") || f.message.contains("HTTPRoute edge/web"),
+                "{}",
+                f.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_that_is_not_consumer_aware_denies_as_for_dns_clients() {
+        let findings = judge_set_with(
+            EXTERNAL_DNS,
+            Some("consumerAware: false\n"),
+            crate::rules::Mode::Set,
+        );
+        one(&findings, RuleId::ExternalnameIp, Action::Deny, "nas");
     }
 
     #[test]

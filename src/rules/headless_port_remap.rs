@@ -12,7 +12,7 @@ use crate::finding::Action;
 use crate::cluster::ServiceInfo;
 use crate::object::{Object, ServiceShape, is_headless};
 use crate::cluster::EndpointPort;
-use crate::rules::{Context, Draft, Mode, hand_written_endpoints, port_label};
+use crate::rules::{Context, Draft, Mode, hand_written_endpoints, other_consumers, port_label};
 
 pub const ID: &str = "headless-port-remap";
 pub const SUMMARY: &str = "headless Service whose ports are remapped: clients dial the endpoint IPs on the Service port, nothing remaps it";
@@ -62,22 +62,57 @@ fn endpoints_on_other_ports(service: &ServiceInfo, cx: &Context<'_>) -> Vec<Draf
             e.ports.into_iter().map(move |p| (owner.clone(), p))
         })
         .collect();
+    let consumers = other_consumers(cx, &service.name, None);
     let mut drafts = Vec::new();
     for (i, sp) in service.ports.iter().enumerate() {
         if let Some((owner, ep)) = endpoint_ports
             .iter()
             .find(|(_, ep)| ep.name == sp.name && ep.protocol == sp.protocol && ep.port != sp.port)
         {
-            drafts.push(Draft::violation(
-                format!("spec.ports[{i}].port"),
+            let field = format!("spec.ports[{i}].port");
+            let fix = format!("keep port {} or change the endpoints to {}", ep.port, sp.port);
+            drafts.push(remap(
+                field,
                 format!(
-                    "port {} differs from port {} of {owner} for {}: on a headless Service clients dial the endpoint IPs on the Service port and nothing remaps it; keep port {} or change the endpoints to {}",
-                    sp.port, ep.port, port_label(&sp.name, &sp.protocol), ep.port, sp.port
+                    "port {} differs from port {} of {owner} for {}",
+                    sp.port,
+                    ep.port,
+                    port_label(&sp.name, &sp.protocol)
                 ),
+                (sp.port, ep.port),
+                &consumers,
+                &fix,
             ));
         }
     }
     drafts
+}
+
+/// A port remap under a headless Service: a violation for DNS clients, which dial the
+/// Service port on the endpoint IPs; a warning when other consumers show (ingress
+/// controllers and Gateway API implementations send traffic to the endpoint port itself).
+fn remap(
+    field: String,
+    what: String,
+    (service_port, endpoint_port): (i32, i32),
+    consumers: &[String],
+    fix: &str,
+) -> Draft {
+    if consumers.is_empty() {
+        return Draft::violation(
+            field,
+            format!(
+                "{what}: on a headless Service clients resolve its name to the endpoint IPs and dial port {service_port}, and nothing remaps it; {fix}"
+            ),
+        );
+    }
+    Draft::advisory(
+        field,
+        format!(
+            "{what}: {} send traffic to the endpoint port {endpoint_port} itself, which works, but in-cluster clients resolving the headless Service dial port {service_port} on the endpoint IPs and nothing remaps it; if they use it too, {fix}",
+            consumers.join(", ")
+        ),
+    )
 }
 
 fn endpoint_port_remaps(cx: &Context<'_>) -> Vec<Draft> {
@@ -91,6 +126,7 @@ fn endpoint_port_remaps(cx: &Context<'_>) -> Vec<Draft> {
     if service.shape != ServiceShape::HeadlessMapping {
         return Vec::new();
     }
+    let consumers = other_consumers(cx, &service.name, None);
     subject
         .ports
         .iter()
@@ -100,12 +136,17 @@ fn endpoint_port_remaps(cx: &Context<'_>) -> Vec<Draft> {
                 .iter()
                 .find(|sp| sp.name == p.port.name && sp.protocol == p.port.protocol)?;
             (sp.port != p.port.port).then(|| {
-                Draft::violation(
+                remap(
                     format!("{}.port", p.field),
                     format!(
-                        "port {} differs from port {} of headless Service {}: clients resolve {} to these addresses and dial port {}, and nothing remaps it on a headless Service; set this port to {}, or recreate Service {} with a cluster IP (without clusterIP: None) so kube-proxy maps {} → {}",
-                        p.port.port, sp.port, service.name, service.name, sp.port, sp.port,
-                        service.name, sp.port, p.port.port
+                        "port {} differs from port {} of headless Service {}",
+                        p.port.port, sp.port, service.name
+                    ),
+                    (sp.port, p.port.port),
+                    &consumers,
+                    &format!(
+                        "set this port to {}, or recreate Service {} with a cluster IP (without clusterIP: None) so kube-proxy maps {} → {}",
+                        sp.port, service.name, sp.port, p.port.port
                     ),
                 )
             })
@@ -134,6 +175,20 @@ subsets:
   - addresses: [{ip: 192.168.1.10}]
     ports: [{name: mysql, port: 3307}]
 "#;
+
+    #[test]
+    fn a_headless_service_a_gateway_route_sends_to_is_warned_naming_the_route() {
+        // Gateway API implementations route to the EndpointSlice port, not the Service port.
+        let findings = judge_set(&format!(
+            "{HEADLESS_3306_TO_3307}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: db-admin}}\nspec:\n  rules: [{{backendRefs: [{{name: mysql, port: 3306}}]}}]\n"
+        ));
+        let f = one(&findings, RuleId::HeadlessPortRemap, Action::Warn, "mysql");
+        assert!(
+            f.message.contains("HTTPRoute default/db-admin send traffic to the endpoint port 3307 itself, which works, but in-cluster clients resolving the headless Service dial port 3306"),
+            "{}",
+            f.message
+        );
+    }
 
     #[test]
     fn a_headless_service_with_endpoints_on_another_port_is_denied_on_the_endpoints() {

@@ -5,6 +5,7 @@
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
+use crate::cluster::consumers::EXTERNAL_DNS_PREFIX;
 use crate::cluster::{ClusterView, EndpointPort, ServiceInfo, written_by_controller};
 use crate::finding::{Action, Finding, Severity, field_key};
 use crate::object::{Kind, Object, SERVICE_NAME_LABEL};
@@ -448,6 +449,36 @@ pub fn hand_written_endpoints(cx: &Context<'_>, service: &ServiceInfo) -> Vec<Ha
                 ports: s.ports,
                 addresses: s.addresses,
             }),
+    );
+    found
+}
+
+/// Who besides in-cluster DNS clients sends traffic to the Service `service`, for a
+/// message: external-dns, by the Service's own `annotations` (when given), and the
+/// Ingresses and Gateway API routes the view knows to name it as a backend. Empty when the
+/// policy is not consumer-aware.
+pub fn other_consumers(
+    cx: &Context<'_>,
+    service: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Vec<String> {
+    if !cx.policy.policy.consumer_aware {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    if let Some(key) = annotations
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| k.starts_with(EXTERNAL_DNS_PREFIX))
+    {
+        found.push(format!("external-dns (annotation {key})"));
+    }
+    found.extend(
+        cx.view
+            .consumers_of(cx.namespace, service)
+            .iter()
+            .map(ToString::to_string),
     );
     found
 }

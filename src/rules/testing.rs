@@ -19,7 +19,10 @@ pub fn objects(yaml: &str) -> (Vec<Object>, ManifestView) {
                 objects.push(Object::EndpointSlice(serde_json::from_value(doc).unwrap()))
             }
             "Namespace" => view.insert_namespace(&serde_json::from_value(doc).unwrap()),
-            other => panic!("unexpected kind {other}"),
+            other => match crate::cluster::consumers::consumer_of(&doc) {
+                Some((consumer, backends)) => view.insert_consumer(&consumer, &backends),
+                None => panic!("unexpected kind {other}"),
+            },
         }
     }
     for o in &objects {

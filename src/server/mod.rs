@@ -416,7 +416,9 @@ async fn room_for(
 ///   (no answer rests on unknown labels: when they cannot be read, the request is refused
 ///   for now);
 /// - a Service whose selector appears or goes: the endpoints the controllers wrote, and the
-///   Pods the new selector matches (`selector-change`).
+///   Pods the new selector matches (`selector-change`);
+/// - the Ingresses and routes that name a Service, when a finding holds for DNS clients only
+///   (`consumerAware`).
 ///
 /// The common request needs none of these and reads nothing.
 async fn with_live_reads(
@@ -432,7 +434,8 @@ async fn with_live_reads(
     let alone = subject.judge(&LabelsOnly(cluster.cache.as_ref()), policy);
     let cross_object = admission::cross_object_denials(&decision, &alone) > 0;
     let selector_change = subject.selector_change(&decision);
-    if !cross_object && !labels_unknown && selector_change.is_none() {
+    let consumers = subject.needs_consumers(&decision, policy);
+    if !cross_object && !labels_unknown && selector_change.is_none() && !consumers {
         return decision;
     }
     let stale = cluster
@@ -448,6 +451,7 @@ async fn with_live_reads(
     if selector_change.is_some() {
         scope.endpoints = true;
     }
+    scope.consumers = consumers;
     // Whenever the namespace is read, its labels are read too when the policy selects by
     // them: labels the cache does have may be older than the request.
     scope.labels = labels_matter && (labels_unknown || scope != FreshScope::none());
@@ -518,7 +522,7 @@ async fn with_live_reads(
                 let reason = format!("the API server could not confirm it ({e})");
                 admission::downgrade_cross_object(decision, &alone, &reason)
             } else {
-                tracing::warn!(uid = %subject.uid(), error = %e, "cannot read the namespace for a selector change");
+                tracing::warn!(uid = %subject.uid(), error = %e, "cannot read what the judgement needs from the namespace");
                 decision
             }
         }
