@@ -30,6 +30,14 @@ pub enum RuleAction {
 }
 
 impl RuleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Deny => "deny",
+            RuleAction::Warn => "warn",
+            RuleAction::Off => "off",
+        }
+    }
+
     pub fn action(self) -> Option<Action> {
         match self {
             RuleAction::Deny => Some(Action::Deny),
@@ -235,7 +243,7 @@ impl NamespacePolicy<'_> {
         self.actions
             .get(&rule)
             .copied()
-            .map_or(Some(rule.default_action()), RuleAction::action)
+            .map_or(rule.default_action().action(), RuleAction::action)
     }
 }
 
@@ -754,13 +762,7 @@ impl RawPolicy {
             .collect::<Result<_, _>>()?;
         let mut rules: BTreeMap<RuleId, RuleAction> = RuleId::ALL
             .iter()
-            .map(|&r| {
-                let action = match r.default_action() {
-                    Action::Deny => RuleAction::Deny,
-                    _ => RuleAction::Warn,
-                };
-                (r, action)
-            })
+            .map(|&r| (r, r.default_action()))
             .collect();
         rules.extend(self.rules);
         Ok(Policy {
@@ -869,7 +871,7 @@ mod tests {
         let every_rule_listed: Vec<RuleId> = embedded.rules.keys().copied().collect();
         assert_eq!(every_rule_listed, RuleId::ALL.to_vec());
         for (rule, action) in &embedded.rules {
-            assert_eq!(action.action(), Some(rule.default_action()), "{rule}");
+            assert_eq!(*action, rule.default_action(), "{rule}");
         }
     }
 

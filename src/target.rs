@@ -377,6 +377,18 @@ pub fn dns_name_problem(name: &str) -> Option<NameProblem> {
     None
 }
 
+/// The Service a cluster-internal name stands for: `<service>.<namespace>.svc`, with or
+/// without the cluster domain (`.svc.cluster.local`) and a trailing dot. Only these are
+/// in-cluster names for an ExternalName: a CNAME target is absolute, so resolvers never
+/// complete a shorter one (`db.shop`) with their search domains.
+pub fn in_cluster_service(host: &str) -> Option<(String, String)> {
+    let host = normalize_host(host);
+    let mut labels = host.split('.');
+    let (service, namespace, svc) = (labels.next()?, labels.next()?, labels.next()?);
+    (svc == "svc" && !service.is_empty() && !namespace.is_empty())
+        .then(|| (service.to_owned(), namespace.to_owned()))
+}
+
 /// The first unrendered template variable in `text`: `${VAR}`, `$(VAR)`, `{{ … }}`, `<%= … %>`.
 pub fn template_variable(text: &str) -> Option<String> {
     for (open, close) in [("${", "}"), ("$(", ")"), ("{{", "}}"), ("<%", "%>")] {
@@ -545,6 +557,17 @@ mod tests {
         assert_eq!(address_problem("010.0.0.1", Some("IPv4")), None);
         assert_eq!(address_problem("fd00::1", Some("IPv6")), None);
         assert_eq!(address_problem("fd00::1", None), None);
+    }
+
+    #[test]
+    fn cluster_internal_names_give_the_service_they_stand_for() {
+        let db = Some(("db".to_owned(), "shop".to_owned()));
+        assert_eq!(in_cluster_service("db.shop.svc"), db);
+        assert_eq!(in_cluster_service("db.shop.svc.cluster.local"), db);
+        assert_eq!(in_cluster_service("DB.shop.svc.cluster.local."), db);
+        assert_eq!(in_cluster_service("db.shop"), None);
+        assert_eq!(in_cluster_service("db.example.com"), None);
+        assert_eq!(in_cluster_service("svc"), None);
     }
 
     #[test]

@@ -520,6 +520,14 @@ subsets:
     ports:
       - name: web
         port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: alias-internal
+spec:
+  type: ExternalName
+  externalName: postgres.data.svc.cluster.local
 "#;
 
 /// Requires a label the webhook can add (info) and one nothing can supply (deny).
@@ -529,6 +537,8 @@ requiredMetadata:
     - key: owner
       value: platform
     - key: cost-center
+rules:
+  externalname-cross-namespace: warn
 ";
 
 fn level_of(action: &str) -> &'static str {

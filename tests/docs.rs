@@ -80,6 +80,14 @@ fn each_rule_example_fires_its_rule() {
         ),
         ("headless-port-remap.yaml", "headless-port-remap", "deny"),
         ("target-disallowed.yaml", "target-disallowed", "deny"),
+        ("target-disallowed.yaml", "address-noncanonical", "warn"),
+        ("address-invalid.yaml", "address-invalid", "deny"),
+        ("selector-change.yaml", "selector-change", "warn"),
+        (
+            "externalname-target-missing.yaml",
+            "externalname-target-missing",
+            "warn",
+        ),
     ] {
         let path = Path::new("docs/examples").join(file);
         let (_, json) = check_json(&[path.to_str().unwrap()]);

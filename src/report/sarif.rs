@@ -40,7 +40,7 @@ pub fn render(report: &Report) -> String {
                 "id": r.as_str(),
                 "shortDescription": {"text": r.summary()},
                 "fullDescription": {"text": r.summary()},
-                "defaultConfiguration": {"level": level(r.default_action())},
+                "defaultConfiguration": {"level": r.default_action().action().map_or("none", level)},
                 "help": {"text": format!("See README.md, rule {}", r.as_str())},
             })
         })

@@ -5,15 +5,15 @@
 //! address", "Required value"); `check` catches them before it does, and says what was
 //! meant. (In `spec.externalName`, where a name belongs, `externalname-invalid` judges.)
 
-use crate::finding::Action;
 use crate::object::Object;
+use crate::policy::RuleAction;
 use crate::rules::target_disallowed::{TargetField, for_each_target};
 use crate::rules::{Context, Draft};
 use crate::target::{AddressProblem, address_problem};
 
 pub const ID: &str = "address-invalid";
 pub const SUMMARY: &str = "endpoint address or externalIP that is no IP address (host name, placeholder, template variable, missing): the API server refuses it";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
     let mut drafts = Vec::new();

@@ -5,8 +5,8 @@
 //! refuse such addresses. Whether the meant address is allowed is `target-disallowed`'s
 //! question: this rule only speaks when it is.
 
-use crate::finding::Action;
 use crate::object::Object;
+use crate::policy::RuleAction;
 use crate::rules::target_disallowed::{
     TargetField, external_ip_denied, for_each_target, target_denied,
 };
@@ -15,7 +15,7 @@ use crate::target::leading_zero_ip;
 
 pub const ID: &str = "address-noncanonical";
 pub const SUMMARY: &str = "IPv4 address written with leading zeros: Kubernetes reads the parts as decimal, other tools as octal";
-pub const DEFAULT: Action = Action::Warn;
+pub const DEFAULT: RuleAction = RuleAction::Warn;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let mut drafts = Vec::new();

@@ -6,14 +6,14 @@
 //! ports) the rule denies and names it; otherwise it only warns, because objects applied
 //! together may arrive in any order.
 
-use crate::finding::Action;
 use crate::cluster::ServiceInfo;
 use crate::object::{Kind, Object, SERVICE_NAME_LABEL};
+use crate::policy::RuleAction;
 use crate::rules::{Context, Draft, SubjectPort, either};
 
 pub const ID: &str = "endpoints-orphaned";
 pub const SUMMARY: &str = "Endpoints or EndpointSlice with no Service of that name in its namespace: it is never used";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 /// Leader election writes its lock into this annotation of an Endpoints (client-go's
 /// `endpoints` and `endpointsleases` locks): such an Endpoints needs no Service.

@@ -7,13 +7,14 @@
 //! managed-by value of its own beside a selector Service is a supported way to add
 //! endpoints, and passes.)
 
-use crate::finding::{field_key, Action};
+use crate::finding::{field_key};
 use crate::object::{ENDPOINTSLICE_CONTROLLER, MANAGED_BY_LABEL, Object, ServiceShape};
+use crate::policy::RuleAction;
 use crate::rules::{Context, Draft};
 
 pub const ID: &str = "endpoints-overwritten";
 pub const SUMMARY: &str = "hand-written Endpoints/EndpointSlice for a Service with a selector: the control plane overwrites them";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Some(subject) = cx.endpoints_subject() else {

@@ -2,13 +2,14 @@
 //! label. kube-proxy and DNS find a Service's slices only through that label, so an
 //! unlabeled slice is never used.
 
-use crate::finding::{field_key, Action};
+use crate::finding::{field_key};
 use crate::object::{Object, SERVICE_NAME_LABEL};
+use crate::policy::RuleAction;
 use crate::rules::{Context, Draft, endpoints_orphaned};
 
 pub const ID: &str = "endpointslice-unlabeled";
 pub const SUMMARY: &str = "EndpointSlice without the kubernetes.io/service-name label: no Service ever uses it";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Object::EndpointSlice(_) = object else {

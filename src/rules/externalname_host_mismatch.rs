@@ -3,8 +3,8 @@
 //! host: virtual-hosted servers answer 404 and certificate checks fail unless clients set
 //! them to the external name.
 
-use crate::finding::Action;
 use crate::object::Object;
+use crate::policy::RuleAction;
 use crate::rules::externalname_ip::external_name;
 use crate::rules::{Context, Draft, other_consumers};
 use crate::target::{dns_name_problem, host_part, normalize_host, parse_ip};
@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::ServicePort;
 
 pub const ID: &str = "externalname-host-mismatch";
 pub const SUMMARY: &str = "ExternalName Service on HTTP(S) ports: clients send the Service name as Host/SNI, not the external host";
-pub const DEFAULT: Action = Action::Warn;
+pub const DEFAULT: RuleAction = RuleAction::Warn;
 
 const HTTP_PORTS: [i32; 4] = [80, 443, 8080, 8443];
 const HTTP_NAMES: [&str; 9] = [

@@ -2,15 +2,15 @@
 //! port or a path typed by habit, upper case, `_`, or nothing at all. (IP addresses are
 //! `externalname-ip`'s.)
 
-use crate::finding::Action;
 use crate::object::Object;
+use crate::policy::RuleAction;
 use crate::rules::externalname_ip::external_name;
 use crate::rules::{Context, Draft};
 use crate::target::{NameProblem, dns_name_problem, host_part, normalize_host, parse_ip};
 
 pub const ID: &str = "externalname-invalid";
 pub const SUMMARY: &str = "spec.externalName that is not a DNS name (scheme, port, path, upper case, underscore, empty)";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
     let Object::Service(service) = object else {

@@ -11,14 +11,14 @@
 
 use k8s_openapi::api::core::v1::Service;
 
-use crate::finding::Action;
 use crate::object::{Object, SERVICE_NAME_LABEL};
+use crate::policy::RuleAction;
 use crate::rules::{Context, Draft, other_consumers};
 use crate::target::{host_part, parse_ip};
 
 pub const ID: &str = "externalname-ip";
 pub const SUMMARY: &str = "IP address in spec.externalName: cluster DNS cannot CNAME to an IP, the name never resolves";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Object::Service(service) = object else {

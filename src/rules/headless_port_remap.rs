@@ -8,15 +8,15 @@
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::finding::Action;
 use crate::cluster::ServiceInfo;
 use crate::object::{Object, ServiceShape, is_headless};
 use crate::cluster::EndpointPort;
+use crate::policy::RuleAction;
 use crate::rules::{Context, Draft, Mode, hand_written_endpoints, other_consumers, port_label};
 
 pub const ID: &str = "headless-port-remap";
 pub const SUMMARY: &str = "headless Service whose ports are remapped: clients dial the endpoint IPs on the Service port, nothing remaps it";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     match object {

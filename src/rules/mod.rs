@@ -9,7 +9,7 @@ use crate::cluster::consumers::EXTERNAL_DNS_PREFIX;
 use crate::cluster::{ClusterView, EndpointPort, ServiceInfo, written_by_controller};
 use crate::finding::{Action, Finding, Severity, field_key};
 use crate::object::{Kind, Object, SERVICE_NAME_LABEL};
-use crate::policy::{NamespacePolicy, Policy};
+use crate::policy::{NamespacePolicy, Policy, RuleAction};
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -156,8 +156,8 @@ macro_rules! catalogue {
                 }
             }
 
-            /// The action a rule takes when the policy does not say otherwise.
-            pub fn default_action(self) -> Action {
+            /// What a rule does when the policy does not say otherwise.
+            pub fn default_action(self) -> RuleAction {
                 match self {
                     $(RuleId::$variant => $module::DEFAULT),+
                 }
@@ -190,6 +190,8 @@ catalogue! {
     ExternalnameIp => externalname_ip,
     ExternalnameInvalid => externalname_invalid,
     ExternalnameHostMismatch => externalname_host_mismatch,
+    ExternalnameTargetMissing => externalname_target_missing,
+    ExternalnameCrossNamespace => externalname_cross_namespace,
     HeadlessPortRemap => headless_port_remap,
     SelectorChange => selector_change,
     AddressInvalid => address_invalid,

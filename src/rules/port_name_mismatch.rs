@@ -9,14 +9,14 @@
 
 use std::collections::BTreeSet;
 
-use crate::finding::Action;
 use crate::cluster::{EndpointPort, ServiceInfo, ServicePortInfo};
 use crate::object::Object;
+use crate::policy::RuleAction;
 use crate::rules::{Context, Draft, Mode, either, hand_written_endpoints, port_label};
 
 pub const ID: &str = "port-name-mismatch";
 pub const SUMMARY: &str = "Endpoints/EndpointSlice port (name, protocol) that matches no Service port: kube-proxy pairs ports by name";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     if let Object::Service(service) = object {

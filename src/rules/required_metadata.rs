@@ -9,14 +9,14 @@
 use std::collections::BTreeMap;
 
 use crate::cluster::{ClusterView, written_by_controller};
-use crate::finding::{field_key, Action};
+use crate::finding::{field_key};
 use crate::object::{Object, ServiceShape};
-use crate::policy::{Policy, RequiredKey, ValueSource};
+use crate::policy::{Policy, RequiredKey, ValueSource, RuleAction};
 use crate::rules::{Context, Draft, Mode};
 
 pub const ID: &str = "required-metadata";
 pub const SUMMARY: &str = "a label or annotation the policy requires is missing and nothing can supply it";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 /// Labels or annotations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

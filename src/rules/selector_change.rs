@@ -16,13 +16,13 @@
 use std::collections::BTreeMap;
 
 use crate::cluster::{PodCount, ServiceInfo};
-use crate::finding::Action;
 use crate::object::{Kind, Object, ServiceShape};
+use crate::policy::RuleAction;
 use crate::rules::{Context, Draft, Mode};
 
 pub const ID: &str = "selector-change";
 pub const SUMMARY: &str = "a selector added over hand-written endpoints (the controller replaces them) or removed from controller-written ones (they freeze)";
-pub const DEFAULT: Action = Action::Warn;
+pub const DEFAULT: RuleAction = RuleAction::Warn;
 
 /// Addresses shown at most per message.
 const ADDRESSES_SHOWN: usize = 5;

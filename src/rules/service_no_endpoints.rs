@@ -2,14 +2,14 @@
 //! Endpoints or EndpointSlice: it has no backends, and connections to it fail. A warning,
 //! since the endpoints may simply not have been applied yet.
 
-use crate::finding::Action;
 use crate::cluster::ServiceInfo;
 use crate::object::{Object, SERVICE_NAME_LABEL};
+use crate::policy::RuleAction;
 use crate::rules::{Context, Draft, endpoints_orphaned};
 
 pub const ID: &str = "service-no-endpoints";
 pub const SUMMARY: &str = "Service without selector and without Endpoints/EndpointSlice: it has no backends";
-pub const DEFAULT: Action = Action::Warn;
+pub const DEFAULT: RuleAction = RuleAction::Warn;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let Object::Service(service) = object else {

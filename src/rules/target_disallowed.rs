@@ -6,15 +6,15 @@
 //! CVE-2021-25740); anything outside the allow list when one is set (cluster-wide or for
 //! the namespace); and every externalIP outside the externalIPs allow list (CVE-2020-8554).
 
-use crate::finding::Action;
 use crate::object::Object;
+use crate::policy::RuleAction;
 use crate::rules::externalname_ip::external_name;
 use crate::rules::{Context, Draft};
 use crate::target::{Cidr, Target, TargetList, host_part, parse_ip, show_address};
 
 pub const ID: &str = "target-disallowed";
 pub const SUMMARY: &str = "endpoint address, externalName host or externalIP that the policy does not allow as a target";
-pub const DEFAULT: Action = Action::Deny;
+pub const DEFAULT: RuleAction = RuleAction::Deny;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let mut drafts = Vec::new();
