@@ -93,6 +93,16 @@ async fn kubectl_prints_the_readme_denials_word_for_word() {
 // ---------------------------------------------------------------------------------------
 // The seeds and the examples, object by object
 
+/// Files whose outcome depends on kube-controller-manager's timing, left out here: a
+/// selector Service and hand-written Endpoints for it. When the endpoints controller runs
+/// (another test may have started it) it writes the Service's Endpoints before kubectl
+/// applies the file's, which are then a patch of the controller's; that case is
+/// `hand_written_addresses_applied_over_the_controllers_endpoints_are_denied_as_overwritten`.
+const RACING_THE_CONTROLLERS: [&str; 2] = [
+    "docs/examples/endpoints-overwritten.yaml",
+    "tests/fixtures/seeds/003-selector-added-to-external-service.yaml",
+];
+
 /// The kinds the webhook judges: the only documents applied.
 const JUDGED: [&str; 3] = ["Service", "Endpoints", "EndpointSlice"];
 
@@ -278,8 +288,9 @@ async fn every_seed_and_example_applied_with_kubectl_gets_the_verdicts_check_giv
     for dir in ["tests/fixtures/seeds", "docs/examples"] {
         for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
-            if name.ends_with(".yaml") {
-                files.push(format!("{dir}/{name}"));
+            let file = format!("{dir}/{name}");
+            if name.ends_with(".yaml") && !RACING_THE_CONTROLLERS.contains(&file.as_str()) {
+                files.push(file);
             }
         }
     }

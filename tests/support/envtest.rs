@@ -57,7 +57,19 @@ static CLUSTER_WIDE: RwLock<()> = RwLock::new(());
 /// (after printing why). Panics when they are enabled and it cannot start.
 pub fn control_plane() -> Option<Session> {
     let guard = CLUSTER_WIDE.read().unwrap_or_else(PoisonError::into_inner);
-    shared().map(|cp| Session {
+    shared(false).map(|cp| Session {
+        cp,
+        _lock: Lock::Shared(guard),
+    })
+}
+
+/// As [`control_plane`], with kube-controller-manager running. Without it in the assets
+/// the test is skipped (a failure with `EXTSVC_GUARD_REQUIRE_ENVTEST=1`).
+pub fn control_plane_with_controllers() -> Option<Session> {
+    let guard = CLUSTER_WIDE.read().unwrap_or_else(PoisonError::into_inner);
+    let cp = shared(true)?;
+    cp.controller_manager();
+    Some(Session {
         cp,
         _lock: Lock::Shared(guard),
     })
@@ -67,26 +79,36 @@ pub fn control_plane() -> Option<Session> {
 /// no other real-server test runs meanwhile.
 pub fn control_plane_alone() -> Option<Session> {
     let guard = CLUSTER_WIDE.write().unwrap_or_else(PoisonError::into_inner);
-    shared().map(|cp| Session {
+    shared(false).map(|cp| Session {
         cp,
         _lock: Lock::Exclusive(guard),
     })
 }
 
-fn shared() -> Option<&'static ControlPlane> {
+fn shared(needs_controllers: bool) -> Option<&'static ControlPlane> {
     let test = current_test();
-    let Some(assets) = std::env::var_os(ASSETS_ENV).filter(|a| !a.is_empty()) else {
-        if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
-            panic!("{REQUIRE_ENV}=1 but {ASSETS_ENV} is not set: real API server tests cannot run");
+    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
+    let skip = |why: &str| {
+        if required {
+            panic!("{REQUIRE_ENV}=1 but {why}");
         }
         record("skipped", &test);
         // Straight to the file descriptor: libtest captures eprintln! of passing tests.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{test}: skipped: real API server tests need {ASSETS_ENV}=<dir with kube-apiserver, etcd, kubectl> (see README, Testing)"
-        );
+        let _ = writeln!(std::io::stderr().lock(), "{test}: skipped: {why}");
+    };
+    let Some(assets) = std::env::var_os(ASSETS_ENV).filter(|a| !a.is_empty()) else {
+        skip(&format!(
+            "real API server tests need {ASSETS_ENV}=<dir with kube-apiserver, etcd, kubectl> (see README, Testing)"
+        ));
         return None;
     };
+    if needs_controllers && !Path::new(&assets).join("kube-controller-manager").is_file() {
+        skip(&format!(
+            "this test needs kube-controller-manager in {ASSETS_ENV}={}",
+            Path::new(&assets).display()
+        ));
+        return None;
+    }
     let started = CONTROL_PLANE.get_or_init(|| ControlPlane::start(PathBuf::from(assets)));
     match started {
         Ok(cp) => {
@@ -797,6 +819,18 @@ impl ControlPlane {
     /// narrowed to `namespaces`; then waits until the API server calls it. Removed when the
     /// returned value is dropped.
     pub fn register(&self, server: &Server, name: &str, namespaces: &[&str]) -> Webhooks<'_> {
+        self.register_edited(server, name, namespaces, |_| {})
+    }
+
+    /// [`ControlPlane::register`], with each webhook (validating and mutating) changed by
+    /// `edit` before it is applied.
+    pub fn register_edited(
+        &self,
+        server: &Server,
+        name: &str,
+        namespaces: &[&str],
+        edit: impl Fn(&mut Value),
+    ) -> Webhooks<'_> {
         let base = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
         )
@@ -811,6 +845,7 @@ impl ControlPlane {
                     .as_array_mut()
                     .unwrap()
                     .push(json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}));
+                edit(webhook);
             }
         }
         let webhooks = Webhooks {
