@@ -113,3 +113,104 @@ pub fn eventually<T>(limit: Duration, what: &str, mut condition: impl FnMut() ->
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Reviews sent straight to `serve`, for what its cache concludes
+
+/// The rule ids of a validation answer: (allowed, denying, warning).
+pub fn verdict(r: &Value) -> (bool, Vec<String>, Vec<String>) {
+    let ids = |lines: Vec<&str>| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| Some(l.strip_prefix('[')?.split(']').next()?.to_owned()))
+            .collect()
+    };
+    let denied = ids(r["status"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .collect());
+    let warned = ids(r["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect());
+    (r["allowed"] == true, denied, warned)
+}
+
+/// `object`'s CREATE, reviewed by `/validate` directly: the response.
+pub async fn validate(server: &Server, object: &Value) -> Value {
+    let client = support::client(&server.ca(), support::Http::Two);
+    let answer = support::post(
+        &client,
+        &server.url("/validate"),
+        support::review("u", "CREATE", object),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()["response"].clone()
+}
+
+/// Polls [`validate`] until its verdict is `expected` (allowed, denying, warning rule ids).
+pub async fn until_verdict(
+    server: &Server,
+    object: &Value,
+    expected: (bool, &[&str], &[&str]),
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = validate(server, object).await;
+        let (allowed, denied, warned) = verdict(&r);
+        if allowed == expected.0 && denied == expected.1 && warned == expected.2 {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {expected:?}, still {r:#}\n{:#?}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn service(namespace: &str, name: &str, port_name: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"clusterIP": "None", "ports": [{"name": port_name, "port": 3306, "protocol": "TCP", "targetPort": 3306}]}
+    })
+}
+
+pub fn endpoints(namespace: &str, name: &str, port_name: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": namespace},
+        "subsets": [{"addresses": [{"ip": "114.32.146.154"}], "ports": [{"name": port_name, "port": 3306, "protocol": "TCP"}]}]
+    })
+}
+
+/// A ServiceAccount `namespace/name` bound to a ClusterRole of `rules` (made for it), and a
+/// kubeconfig with its token in `dir`.
+pub fn account_with(
+    cp: &ControlPlane,
+    namespace: &str,
+    name: &str,
+    rules: Value,
+    dir: &Path,
+) -> PathBuf {
+    let role = format!("{namespace}-{name}");
+    cp.apply(
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": role}, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": role},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}
+        ]})
+        .to_string(),
+    );
+    cp.token_kubeconfig(namespace, name, dir)
+}
