@@ -10,7 +10,7 @@
 //! a destructor: each one runs under a small `sh` watchdog whose standard input is a pipe
 //! from this process. When this process ends — normally, by a panic, or killed with
 //! SIGKILL — the kernel closes the pipe, the watchdog reads EOF, terminates its server (KILL
-//! after 10 s) and removes its data. `extsvc-guard serve` started by a test is guarded the
+//! after 2 s) and removes its data. `extsvc-guard serve` started by a test is guarded the
 //! same way (`support::Server`).
 //!
 //! Without `KUBEBUILDER_ASSETS` every real-server test prints one line saying how to enable
@@ -164,7 +164,8 @@ impl std::ops::Deref for Session {
 
 /// The watchdog: runs the server with its stdin from /dev/null, prints its pid, waits for EOF on its own
 /// stdin (this process ending, or [`Watched::stop`]), then terminates the server, KILLs it
-/// after 10 s, and removes `$CLEAN` (when set). It ignores INT, TERM and HUP itself: a
+/// after 2 s, and removes `$CLEAN` (when set). (kube-apiserver stops listening at once on
+/// SIGTERM, then may wait many seconds for its watches to drain: nothing a test needs.) It ignores INT, TERM and HUP itself: a
 /// Ctrl-C of `cargo test` reaches the whole process group, and the watchdog must outlive
 /// its server to clean up after it. (A non-interactive shell's background job ignores
 /// SIGINT, so the server is ended by the watchdog's TERM.) An unreaped child's pid cannot
@@ -177,7 +178,7 @@ trap '' INT TERM HUP
 read _ || true
 kill -TERM "$pid" 2>/dev/null
 i=0
-while [ "$i" -lt 100 ]; do
+while [ "$i" -lt 20 ]; do
   state=$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)
   if [ -z "$state" ] || [ "$state" = Z ]; then break; fi
   sleep 0.1
@@ -604,39 +605,25 @@ impl ControlPlane {
         Ok((code, body))
     }
 
-    /// Stops kube-apiserver (the drill). Other tests meet the outage: only a test that
-    /// runs alone ([`control_plane_alone`]) may do this; others use [`ControlPlane::extra_apiserver`].
-    pub fn stop_apiserver(&self) {
-        self.apiserver.lock().unwrap().stop();
-    }
-
-    /// Starts kube-apiserver again on the same port and waits until it is ready.
-    pub fn restart_apiserver(&self) {
-        let mut apiserver = self.apiserver.lock().unwrap();
-        apiserver.start().unwrap();
-        let port = self.port();
-        self.wait_ready(&mut apiserver, port, "/readyz")
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    fn port(&self) -> u16 {
-        self.url.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    /// A second kube-apiserver on the same etcd, on a port of its own: an API server a test
-    /// may stop and restart without taking the shared one away from the other tests. Stopped
-    /// when dropped.
+    /// A second kube-apiserver on the same etcd, on a port of its own, ready: an API server
+    /// a test may stop and restart without taking the shared one away from the other tests
+    /// (writes through either are seen by both). Stopped when dropped.
     pub fn extra_apiserver(&self) -> ApiServer<'_> {
+        let mut api = self.extra_apiserver_unstarted();
+        api.restart();
+        api
+    }
+
+    /// [`ControlPlane::extra_apiserver`], not started yet: its port and kubeconfig exist,
+    /// nothing answers until [`ApiServer::restart`].
+    pub fn extra_apiserver_unstarted(&self) -> ApiServer<'_> {
         let port = free_port();
-        let mut server = Watched::new(
+        let server = Watched::new(
             "kube-apiserver (extra)",
             self.assets.join("kube-apiserver"),
             apiserver_args(&self.dir, port, &self.etcd_url),
             self.dir.join(format!("kube-apiserver-{port}.log")),
         );
-        server.start().unwrap();
-        self.wait_ready(&mut server, port, "/readyz")
-            .unwrap_or_else(|e| panic!("{e}"));
         let url = format!("https://127.0.0.1:{port}");
         let kubeconfig = self.dir.join(format!("admin-{port}.kubeconfig"));
         write(
@@ -938,11 +925,12 @@ pub struct ApiServer<'a> {
 }
 
 impl ApiServer<'_> {
+    /// Stops it; returns once it has exited.
     pub fn stop(&mut self) {
         self.server.stop();
     }
 
-    /// Starts it again on the same port; returns once it is ready.
+    /// Starts it (again) on the same port; returns once it is ready.
     pub fn restart(&mut self) {
         self.server.start().unwrap();
         self.cp

@@ -2,6 +2,8 @@
 //! ephemeral loopback ports, and HTTPS clients that trust only the generated CA.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
