@@ -138,7 +138,7 @@ impl Server {
             .arg("--tls-key")
             .arg(dir.path().join("tls.key"))
             .args(["--log-format", "json", "--reload-interval", "100ms"])
-            // Never the developer's own cluster: a test names its fake API server.
+            // Never the developer's own cluster: a test names its API server (a real or a fake one).
             .args(if extra.contains(&"--kubeconfig") {
                 &[][..]
             } else {
