@@ -93,8 +93,9 @@ fn shared(needs_controllers: bool) -> Option<&'static ControlPlane> {
             panic!("{REQUIRE_ENV}=1 but {why}");
         }
         record("skipped", &test);
-        // Straight to the file descriptor: libtest captures eprintln! of passing tests.
-        let _ = writeln!(std::io::stderr().lock(), "{test}: skipped: {why}");
+        // Straight to the file descriptor, in one write: libtest captures eprintln! of
+        // passing tests.
+        let _ = std::io::stderr().write_all(format!("{test}: skipped: {why}\n").as_bytes());
     };
     let Some(assets) = std::env::var_os(ASSETS_ENV).filter(|a| !a.is_empty()) else {
         skip(&format!(
