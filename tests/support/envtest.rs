@@ -35,7 +35,7 @@ use rcgen::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{BIN, Server};
+use crate::support::Server;
 
 pub const ASSETS_ENV: &str = "KUBEBUILDER_ASSETS";
 pub const REQUIRE_ENV: &str = "EXTSVC_GUARD_REQUIRE_ENVTEST";
@@ -884,7 +884,7 @@ impl ControlPlane {
 pub const PROBE: &str = "extsvc-guard-probe";
 
 /// `clientConfig` calling `server` at `path` over 127.0.0.1, trusting its CA.
-pub fn server_client_config(server: &Server, path: &str) -> Value {
+fn server_client_config(server: &Server, path: &str) -> Value {
     let ca = std::fs::read(server.ca()).unwrap();
     json!({"url": format!("https://127.0.0.1:{}{path}", server.addr.port()), "caBundle": b64(&ca)})
 }
@@ -1008,9 +1008,4 @@ pub async fn client_for(kubeconfig: &Path) -> kube::Client {
         .await
         .unwrap();
     kube::Client::try_from(config).unwrap()
-}
-
-/// The path of the extsvc-guard binary, for tests that run `scan`.
-pub fn bin() -> &'static str {
-    BIN
 }
