@@ -1656,7 +1656,23 @@ fn the_readme_shows_the_denial_and_the_warning_the_webhook_gives_for_an_ip_in_ex
     use extsvc_guard::admission::{Endpoint, decide, parse};
     use extsvc_guard::cluster::NoClusterView;
 
-    let body = std::fs::read(repo().join("docs/reviews/externalname-ip-create.json")).unwrap();
+    // The review kubectl's create of docs/examples/externalname-ip.yaml sends: the captured
+    // one of docs/reviews, carrying that file's object (which names a port; the captured
+    // object has none). tests/apiserver.rs sees kubectl print it from a real API server.
+    let mut review: Value = serde_json::from_slice(
+        &std::fs::read(repo().join("docs/reviews/externalname-ip-create.json")).unwrap(),
+    )
+    .unwrap();
+    let example: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo().join("docs/examples/externalname-ip.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        review["request"]["object"]["metadata"]["name"],
+        example["metadata"]["name"]
+    );
+    review["request"]["object"] = example;
+    let body = serde_json::to_vec(&review).unwrap();
     let request = parse(&body).unwrap();
     let answer = |policy: &Policy| -> Value {
         let decision = decide(&request, &NoClusterView, policy, Endpoint::Validate);

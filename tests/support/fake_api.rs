@@ -1,16 +1,19 @@
-//! A fake Kubernetes API server for integration tests, speaking enough of the real wire format
-//! for the real kube-rs client and its `watcher`.
+//! A fake Kubernetes API server, kept for what a real one cannot be made to do on demand
+//! (the tests against a real kube-apiserver are tests/apiserver.rs): a watch that lags
+//! behind what a LIST already shows ([`FakeApi::apply_silently`]), watches dropped and a
+//! history compacted so that resuming gets 410 Gone ([`FakeApi::drop_watches`],
+//! [`FakeApi::compact`]), a server that stops answering without closing anything
+//! ([`FakeApi::set_unresponsive`]), and every request logged ([`FakeApi::requests`]). The
+//! benchmarks' fake cluster (benches/fake_cluster.rs) serves 100k-object clusters with it.
+//! It speaks enough of the real wire format for the real kube-rs client and its `watcher`.
 //!
 //! Include it from a test file with
 //! `#[path = "support/fake_api.rs"] mod fake_api;` and start it with [`FakeApi::start`].
 //!
-//! What it serves (plain HTTP on `127.0.0.1`, HTTP/1.1):
-//! - core v1 `services`, `endpoints`, `namespaces` (cluster-scoped) and
-//!   `discovery.k8s.io/v1` `endpointslices`: cluster-wide and namespaced LIST and WATCH, and
-//!   single-object GET (404 with a real `Status` body when missing);
-//! - `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`, allowed unless
-//!   [`FakeApi::forbid`] forbade that (verb, resource);
-//! - `GET /version`, `/healthz`, `/readyz`, `/livez`.
+//! What it serves (plain HTTP on `127.0.0.1`, HTTP/1.1): core v1 `services`, `endpoints`,
+//! `namespaces` (cluster-scoped) and `discovery.k8s.io/v1` `endpointslices`: cluster-wide and
+//! namespaced LIST and WATCH. Nothing else: no selectors (a request with one answers 400),
+//! no writes over HTTP, no single-object GET.
 //!
 //! LIST honours `limit` and `continue` (pages come from a snapshot taken by the first page, so
 //! every page reports the same resourceVersion; [`FakeApi::compact`] expires continue tokens
@@ -25,22 +28,15 @@
 //! BOOKMARK events are sent only by [`FakeApi::bookmark`] and only to watches that asked for
 //! them with `allowWatchBookmarks=true`.
 //!
-//! Selectors: `labelSelector` supports `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`,
-//! `k notin (a,b)`; `fieldSelector` supports `metadata.name` and `metadata.namespace` with
-//! `=`, `==`, `!=` (any other field answers 400, as the real server does for unsupported
-//! fields). A watch reports an object that stops matching as DELETED and one that starts
-//! matching as ADDED.
-//!
 //! The `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` header
 //! used by kube's metadata-only APIs is honoured (items and events carry only metadata).
 //!
-//! Every request is logged ([`FakeApi::requests`]) and counted ([`FakeApi::lists`],
-//! [`FakeApi::watches`], [`FakeApi::gets`]) when it arrives, before it is answered — so a request
-//! held by [`FakeApi::set_unresponsive`] or answered 403/400 still counts. Odd input never
-//! panics the server: it answers a `Status` with 400, 404, 405 or 410.
+//! Every request is logged ([`FakeApi::requests`]) when it arrives, before it is answered —
+//! so a request held by [`FakeApi::set_unresponsive`] or answered 400 still counts. Odd input
+//! never panics the server: it answers a `Status` with 400, 404, 405 or 410.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -61,9 +57,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// The user named in 403 messages, as the webhook's service account would be.
-pub const FORBIDDEN_USER: &str = "system:serviceaccount:extsvc-guard:extsvc-guard";
-
 /// The bearer token written into [`FakeApi::kubeconfig`] (the fake accepts any token).
 pub const FAKE_TOKEN: &str = "fake-token";
 
@@ -75,8 +68,6 @@ struct Res {
     group: &'static str,
     version: &'static str,
     namespaced: bool,
-    /// Served only once [`FakeApi::install_crds`] has run, like a custom resource.
-    crd: bool,
 }
 
 impl Res {
@@ -85,16 +76,6 @@ impl Res {
             self.version.to_owned()
         } else {
             format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    /// `services` or `endpointslices.discovery.k8s.io`, as the real server names resources in
-    /// messages.
-    fn qualified(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_owned()
-        } else {
-            format!("{}.{}", self.plural, self.group)
         }
     }
 }
@@ -106,7 +87,6 @@ const RESOURCES: &[Res] = &[
         group: "",
         version: "v1",
         namespaced: true,
-        crd: false,
     },
     Res {
         plural: "endpoints",
@@ -114,7 +94,6 @@ const RESOURCES: &[Res] = &[
         group: "",
         version: "v1",
         namespaced: true,
-        crd: false,
     },
     Res {
         plural: "namespaces",
@@ -122,7 +101,6 @@ const RESOURCES: &[Res] = &[
         group: "",
         version: "v1",
         namespaced: false,
-        crd: false,
     },
     Res {
         plural: "endpointslices",
@@ -130,15 +108,6 @@ const RESOURCES: &[Res] = &[
         group: "discovery.k8s.io",
         version: "v1",
         namespaced: true,
-        crd: false,
-    },
-    Res {
-        plural: "policyreports",
-        kind: "PolicyReport",
-        group: "wgpolicyk8s.io",
-        version: "v1alpha2",
-        namespaced: true,
-        crd: true,
     },
 ];
 
@@ -156,12 +125,6 @@ fn lookup_or_panic(name: &str) -> &'static Res {
     })
 }
 
-/// A resource name as used in the forbid table: the plural of a served resource, or the
-/// lowercased input for anything else.
-fn normalize_resource(name: &str) -> String {
-    lookup(name).map_or_else(|| name.to_ascii_lowercase(), |r| r.plural.to_owned())
-}
-
 /// Where an object lives: (plural, namespace or "" when cluster-scoped, name).
 type Key = (&'static str, String, String);
 
@@ -169,7 +132,6 @@ type Key = (&'static str, String, String);
 enum ChangeKind {
     Added,
     Modified,
-    Deleted,
 }
 
 #[derive(Clone, Debug)]
@@ -177,10 +139,8 @@ struct Change {
     rv: u64,
     res: &'static Res,
     kind: ChangeKind,
-    /// The new state (for a deletion: the last state, carrying the deletion's resourceVersion).
+    /// The new state.
     object: Value,
-    /// The state before this change, if the object existed.
-    previous: Option<Value>,
 }
 
 enum WatchMsg {
@@ -190,7 +150,8 @@ enum WatchMsg {
 
 struct WatchReg {
     res: &'static Res,
-    filter: Filter,
+    /// Only this namespace's objects, when set.
+    namespace: Option<String>,
     /// Only changes after this resourceVersion are sent.
     since: u64,
     bookmarks: bool,
@@ -200,21 +161,15 @@ struct WatchReg {
 
 impl WatchReg {
     fn event_for(&self, change: &Change) -> Option<Value> {
-        if change.res.plural != self.res.plural || change.rv <= self.since {
+        if change.res.plural != self.res.plural
+            || change.rv <= self.since
+            || !in_namespace(&self.namespace, &change.object)
+        {
             return None;
         }
-        let now = self.filter.matches(&change.object);
-        let before = change
-            .previous
-            .as_ref()
-            .is_some_and(|p| self.filter.matches(p));
-        let ty = match (change.kind, before, now) {
-            (ChangeKind::Added, _, true) => "ADDED",
-            (ChangeKind::Modified, true, true) => "MODIFIED",
-            (ChangeKind::Modified, true, false) => "DELETED",
-            (ChangeKind::Modified, false, true) => "ADDED",
-            (ChangeKind::Deleted, _, true) => "DELETED",
-            _ => return None,
+        let ty = match change.kind {
+            ChangeKind::Added => "ADDED",
+            ChangeKind::Modified => "MODIFIED",
         };
         Some(json!({"type": ty, "object": render(&change.object, self.partial)}))
     }
@@ -232,13 +187,6 @@ struct Snapshot {
 }
 
 #[derive(Default)]
-struct Counters {
-    lists: HashMap<&'static str, usize>,
-    watches: HashMap<&'static str, usize>,
-    gets: HashMap<Key, usize>,
-}
-
-#[derive(Default)]
 struct Store {
     rv: u64,
     objects: BTreeMap<Key, Value>,
@@ -251,11 +199,7 @@ struct Store {
     snapshots: HashMap<u64, Snapshot>,
     next_snapshot: u64,
     next_uid: u64,
-    forbidden: HashSet<(String, String)>,
-    crds_installed: bool,
-    counters: Counters,
     requests: Vec<String>,
-    access_reviews: Vec<(String, String)>,
 }
 
 impl Store {
@@ -279,11 +223,13 @@ impl Store {
         });
         self.history.push(change);
     }
+}
 
-    fn is_forbidden(&self, verb: &str, res: &Res) -> bool {
-        self.forbidden
-            .contains(&(verb.to_owned(), res.plural.to_owned()))
-    }
+/// Whether `obj` is in `namespace` (any, when `None`).
+fn in_namespace(namespace: &Option<String>, obj: &Value) -> bool {
+    namespace
+        .as_deref()
+        .is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns))
 }
 
 struct Shared {
@@ -311,7 +257,7 @@ struct Serving {
 pub struct FakeApi {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    serving: Mutex<Option<Serving>>,
+    serving: Option<Serving>,
 }
 
 impl FakeApi {
@@ -334,7 +280,7 @@ impl FakeApi {
         FakeApi {
             shared,
             addr,
-            serving: Mutex::new(Some(serving)),
+            serving: Some(serving),
         }
     }
 
@@ -370,14 +316,6 @@ impl FakeApi {
         path
     }
 
-    /// A kube client for this server, without a kubeconfig (installs the aws-lc-rs rustls
-    /// provider if none is installed). Call inside a Tokio runtime.
-    pub fn client(&self) -> kube::Client {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let url = self.url().parse().expect("FakeApi: url is a valid URI");
-        kube::Client::try_from(kube::Config::new(url)).expect("FakeApi: cannot build a kube client")
-    }
-
     /// Creates or replaces the object (by kind, namespace, name), bumps the resourceVersion and
     /// emits ADDED or MODIFIED. Fills `apiVersion`, `metadata.namespace` (`default` for a
     /// namespaced kind without one), `uid` and `creationTimestamp` (kept from the previous
@@ -395,18 +333,6 @@ impl FakeApi {
     /// [`FakeApi::deliver_pending`]: LIST and GET show it at once, as when the watch lags.
     pub fn apply_silently(&self, obj: Value) -> Value {
         self.write(obj, true)
-    }
-
-    /// Deletes the object and emits DELETED with its last state at a new resourceVersion.
-    /// `kind` is a kind or plural (`Service`, `services`); `namespace` is ignored for
-    /// cluster-scoped kinds. Returns whether the object existed.
-    pub fn delete(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        self.remove(kind, namespace, name, false)
-    }
-
-    /// Like [`FakeApi::delete`], but held back from watches until [`FakeApi::deliver_pending`].
-    pub fn delete_silently(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        self.remove(kind, namespace, name, true)
     }
 
     /// Emits every held-back change to the open watches, in order.
@@ -455,83 +381,6 @@ impl FakeApi {
         self.shared.unresponsive.send_replace(unresponsive);
     }
 
-    /// Stops listening and closes every connection: connections are refused afterwards.
-    pub async fn stop(&self) {
-        let serving = self
-            .serving
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(serving) = serving {
-            let _ = serving.shutdown.send(true);
-            let _ = serving.accept.await;
-        }
-    }
-
-    /// Serves the same state again on the same port (stopping first if still serving).
-    pub async fn restart(&self) {
-        self.stop().await;
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .unwrap_or_else(|e| panic!("FakeApi: cannot rebind {}: {e}", self.addr));
-        let serving = spawn_server(self.shared.clone(), listener);
-        *self.serving.lock().unwrap_or_else(PoisonError::into_inner) = Some(serving);
-    }
-
-    /// Makes `verb` ("list", "watch", "get") on `resource` answer 403 Forbidden, and the
-    /// SelfSubjectAccessReview for it answer `allowed: false`.
-    pub fn forbid(&self, verb: &str, resource: &str) {
-        let key = (verb.to_ascii_lowercase(), normalize_resource(resource));
-        self.shared.lock().forbidden.insert(key);
-    }
-
-    /// Undoes [`FakeApi::forbid`].
-    pub fn allow(&self, verb: &str, resource: &str) {
-        let key = (verb.to_ascii_lowercase(), normalize_resource(resource));
-        self.shared.lock().forbidden.remove(&key);
-    }
-
-    /// LIST requests received for `resource` (every page counts).
-    pub fn lists(&self, resource: &str) -> usize {
-        let res = lookup_or_panic(resource);
-        let store = self.shared.lock();
-        store.counters.lists.get(res.plural).copied().unwrap_or(0)
-    }
-
-    /// WATCH requests received for `resource`.
-    pub fn watches(&self, resource: &str) -> usize {
-        let res = lookup_or_panic(resource);
-        let store = self.shared.lock();
-        store.counters.watches.get(res.plural).copied().unwrap_or(0)
-    }
-
-    /// Single-object GET requests received for `resource`, any namespace and name.
-    pub fn gets(&self, resource: &str) -> usize {
-        let res = lookup_or_panic(resource);
-        let store = self.shared.lock();
-        store
-            .counters
-            .gets
-            .iter()
-            .filter(|(key, _)| key.0 == res.plural)
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    /// Single-object GET requests received for that object (`namespace` "" when
-    /// cluster-scoped).
-    pub fn gets_of(&self, resource: &str, namespace: &str, name: &str) -> usize {
-        let res = lookup_or_panic(resource);
-        let key = object_key(res, namespace, name);
-        self.shared
-            .lock()
-            .counters
-            .gets
-            .get(&key)
-            .copied()
-            .unwrap_or(0)
-    }
-
     /// Watches of `resource` currently open.
     pub fn open_watches(&self, resource: &str) -> usize {
         let res = lookup_or_panic(resource);
@@ -567,92 +416,19 @@ impl FakeApi {
         self.shared.lock().requests.clone()
     }
 
-    /// Every SelfSubjectAccessReview received, as (verb, resource).
-    pub fn access_reviews(&self) -> Vec<(String, String)> {
-        self.shared.lock().access_reviews.clone()
-    }
-
-    /// Zeroes the counters and clears the request log.
-    pub fn reset_counters(&self) {
-        let mut store = self.shared.lock();
-        store.counters = Counters::default();
-        store.requests.clear();
-        store.access_reviews.clear();
-    }
-
-    /// The current (latest) resourceVersion; 1 before the first change.
-    pub fn resource_version(&self) -> u64 {
-        self.shared.lock().rv
-    }
-
-    /// The stored object, if any (`namespace` "" when cluster-scoped).
-    pub fn object(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
-        let res = lookup_or_panic(kind);
-        let key = object_key(res, namespace, name);
-        self.shared.lock().objects.get(&key).cloned()
-    }
-
     fn write(&self, obj: Value, silent: bool) -> Value {
-        write_object(&self.shared, obj, silent).0
+        write_object(&self.shared, obj, silent)
     }
-
-    /// Serves the custom resources (PolicyReport), as installing their CRDs does; until
-    /// then their paths answer 404 like any unknown resource.
-    pub fn install_crds(&self) {
-        self.shared.lock().crds_installed = true;
-    }
-
-    fn remove(&self, kind: &str, namespace: &str, name: &str, silent: bool) -> bool {
-        let res = lookup_or_panic(kind);
-        remove_object(&mut self.shared.lock(), res, namespace, name, silent).is_some()
-    }
-}
-
-/// Removes the object and records DELETED with its last state at a new resourceVersion;
-/// returns that state, or `None` when there was no such object.
-fn remove_object(
-    store: &mut Store,
-    res: &'static Res,
-    namespace: &str,
-    name: &str,
-    silent: bool,
-) -> Option<Value> {
-    let previous = store.objects.remove(&object_key(res, namespace, name))?;
-    store.rv += 1;
-    let rv = store.rv;
-    let mut object = previous.clone();
-    object["metadata"]["resourceVersion"] = json!(rv.to_string());
-    store.record(
-        Change {
-            rv,
-            res,
-            kind: ChangeKind::Deleted,
-            object: object.clone(),
-            previous: Some(previous),
-        },
-        silent,
-    );
-    Some(object)
 }
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
-        let serving = self
-            .serving
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(serving) = serving {
+        if let Some(serving) = self.serving.take() {
             let _ = serving.shutdown.send(true);
             serving.accept.abort();
         }
         self.drop_watches();
     }
-}
-
-fn object_key(res: &'static Res, namespace: &str, name: &str) -> Key {
-    let ns = if res.namespaced { namespace } else { "" };
-    (res.plural, ns.to_owned(), name.to_owned())
 }
 
 fn spawn_server(shared: Arc<Shared>, listener: TcpListener) -> Serving {
@@ -696,29 +472,11 @@ enum Route {
         res: &'static Res,
         namespace: Option<String>,
     },
-    Object {
-        res: &'static Res,
-        namespace: String,
-        name: String,
-    },
-    AccessReview,
-    Version,
-    Health,
 }
 
 fn route(path: &str) -> Option<Route> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (group, version, rest) = match segments.as_slice() {
-        ["version"] => return Some(Route::Version),
-        ["healthz" | "readyz" | "livez"] => return Some(Route::Health),
-        [
-            "apis",
-            "authorization.k8s.io",
-            "v1",
-            "selfsubjectaccessreviews",
-        ] => {
-            return Some(Route::AccessReview);
-        }
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
@@ -734,24 +492,11 @@ fn route(path: &str) -> Option<Route> {
             res: find(plural)?,
             namespace: None,
         }),
-        ["namespaces", name] if valid(name) => Some(Route::Object {
-            res: find("namespaces")?,
-            namespace: String::new(),
-            name: (*name).to_owned(),
-        }),
         ["namespaces", ns, plural] if valid(ns) => {
             let res = find(plural).filter(|r| r.namespaced)?;
             Some(Route::Collection {
                 res,
                 namespace: Some((*ns).to_owned()),
-            })
-        }
-        ["namespaces", ns, plural, name] if valid(ns) && valid(name) => {
-            let res = find(plural).filter(|r| r.namespaced)?;
-            Some(Route::Object {
-                res,
-                namespace: (*ns).to_owned(),
-                name: (*name).to_owned(),
             })
         }
         _ => None,
@@ -827,41 +572,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let partial = wants_partial(req.headers());
-    let params = Params::parse(&query);
-    let route = route(&path);
-    {
-        let mut store = shared.lock();
-        store.requests.push(format!("{method} {target}"));
-        if method == Method::GET
-            && let Ok(params) = &params
-        {
-            let watch = params.flag("watch").unwrap_or(false);
-            match &route {
-                Some(Route::Collection { res, .. }) if watch => {
-                    *store.counters.watches.entry(res.plural).or_default() += 1;
-                }
-                Some(Route::Collection { res, .. }) => {
-                    *store.counters.lists.entry(res.plural).or_default() += 1;
-                }
-                Some(Route::Object {
-                    res,
-                    namespace,
-                    name,
-                }) => {
-                    let key = object_key(res, namespace, name);
-                    *store.counters.gets.entry(key).or_default() += 1;
-                }
-                _ => {}
-            }
-        }
-    }
+    shared.lock().requests.push(format!("{method} {target}"));
     shared.wait_responsive().await;
 
-    let params = match params {
+    let params = match Params::parse(&query) {
         Ok(params) => params,
         Err(message) => return bad_request(message),
     };
-    let Some(route) = route else {
+    let Some(Route::Collection { res, namespace }) = route(&path) else {
         return status_response(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -869,63 +587,28 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             None,
         );
     };
-    let custom = match &route {
-        Route::Collection { res, .. } | Route::Object { res, .. } => res.crd,
-        _ => false,
-    };
-    if custom && !shared.lock().crds_installed {
+    if method != Method::GET {
         return status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource".into(),
-            None,
-        );
-    }
-    match (route, &method) {
-        (Route::AccessReview, &Method::POST) => access_review(&shared, req).await,
-        (
-            Route::Object {
-                res,
-                namespace,
-                name,
-            },
-            &Method::PATCH,
-        ) => apply_patch(&shared, res, &namespace, &name, &params, req).await,
-        (Route::Version, &Method::GET) => json_response(StatusCode::OK, &version_info()),
-        (Route::Health, &Method::GET) => (StatusCode::OK, "ok").into_response(),
-        (Route::Collection { res, namespace }, &Method::GET) => match params.flag("watch") {
-            Ok(true) => start_watch(&shared, res, namespace, &params, partial),
-            Ok(false) => list(&shared, res, namespace, &params, partial),
-            Err(message) => bad_request(message),
-        },
-        (
-            Route::Object {
-                res,
-                namespace,
-                name,
-            },
-            &Method::GET,
-        ) => get(&shared, res, &namespace, &name, partial),
-        (
-            Route::Object {
-                res,
-                namespace,
-                name,
-            },
-            &Method::DELETE,
-        ) => delete(&shared, res, &namespace, &name),
-        _ => status_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource".into(),
             None,
-        ),
+        );
+    }
+    for selector in ["labelSelector", "fieldSelector"] {
+        if params.get(selector).is_some_and(|s| !s.is_empty()) {
+            return bad_request(format!("the fake supports no {selector}"));
+        }
+    }
+    match params.flag("watch") {
+        Ok(true) => start_watch(&shared, res, namespace, &params, partial),
+        Ok(false) => list(&shared, res, namespace, &params, partial),
+        Err(message) => bad_request(message),
     }
 }
 
-/// Stores `obj` as [`FakeApi::apply`] does; also whether it was created. Panics on an object
-/// the fake cannot store.
-fn write_object(shared: &Shared, mut obj: Value, silent: bool) -> (Value, bool) {
+/// Stores `obj` as [`FakeApi::apply`] does. Panics on an object the fake cannot store.
+fn write_object(shared: &Shared, mut obj: Value, silent: bool) -> Value {
     let kind = obj
         .get("kind")
         .and_then(Value::as_str)
@@ -989,110 +672,22 @@ fn write_object(shared: &Shared, mut obj: Value, silent: bool) -> (Value, bool) 
         }
     }
     meta.insert("resourceVersion".into(), json!(rv.to_string()));
-    store.objects.insert(key, obj.clone());
-    let created = previous.is_none();
     let kind = if previous.is_some() {
         ChangeKind::Modified
     } else {
         ChangeKind::Added
     };
+    store.objects.insert(key, obj.clone());
     store.record(
         Change {
             rv,
             res,
             kind,
             object: obj.clone(),
-            previous,
         },
         silent,
     );
-    (obj, created)
-}
-
-/// Server-side apply (`PATCH` as `application/apply-patch+yaml`) by a single field manager:
-/// the object becomes what was applied plus what the server sets. Other patch types are 415.
-async fn apply_patch(
-    shared: &Shared,
-    res: &'static Res,
-    namespace: &str,
-    name: &str,
-    params: &Params,
-    req: Request,
-) -> Response {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if content_type != "application/apply-patch+yaml" {
-        return status_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!("the fake serves only server-side apply, not {content_type:?}"),
-            None,
-        );
-    }
-    if params.get("fieldManager").is_none_or(str::is_empty) {
-        return status_response(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
-            "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests"
-                .into(),
-            None,
-        );
-    }
-    if shared.lock().is_forbidden("patch", res) {
-        return forbidden(
-            res,
-            "patch",
-            res.namespaced.then_some(namespace),
-            Some(name),
-        );
-    }
-    let body = match axum::body::to_bytes(req.into_body(), 16 << 20).await {
-        Ok(body) => body,
-        Err(e) => return bad_request(format!("cannot read the body: {e}")),
-    };
-    // kube sends the applied configuration as JSON, which is YAML too.
-    let mut obj: Value = match serde_json::from_slice(&body) {
-        Ok(obj) => obj,
-        Err(e) => return bad_request(format!("the fake reads apply patches as JSON only: {e}")),
-    };
-    if obj["kind"] != res.kind || obj["apiVersion"] != res.api_version().as_str() {
-        return bad_request(format!(
-            "the object is a {} {}, not a {} {}",
-            obj["apiVersion"],
-            obj["kind"],
-            res.api_version(),
-            res.kind
-        ));
-    }
-    if obj["metadata"]["name"] != name {
-        return bad_request(format!(
-            "the name of the object ({}) does not match the name on the URL ({name})",
-            obj["metadata"]["name"]
-        ));
-    }
-    if res.namespaced {
-        if obj["metadata"]["namespace"]
-            .as_str()
-            .is_some_and(|n| n != namespace)
-        {
-            return bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request"
-                    .into(),
-            );
-        }
-        obj["metadata"]["namespace"] = json!(namespace);
-    }
-    let (stored, created) = write_object(shared, obj, false);
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    json_response(code, &stored)
+    obj
 }
 
 fn wants_partial(headers: &HeaderMap) -> bool {
@@ -1175,228 +770,8 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-fn details(res: &Res, name: Option<&str>) -> Value {
-    let mut details = json!({"kind": res.plural});
-    if let Some(name) = name {
-        details["name"] = json!(name);
-    }
-    if !res.group.is_empty() {
-        details["group"] = json!(res.group);
-    }
-    details
-}
-
-fn forbidden(res: &Res, verb: &str, namespace: Option<&str>, name: Option<&str>) -> Response {
-    let subject = match name {
-        Some(name) => format!("{} {name:?}", res.qualified()),
-        None => res.qualified(),
-    };
-    let scope = match namespace {
-        Some(ns) if !ns.is_empty() => format!("in the namespace {ns:?}"),
-        _ => "at the cluster scope".to_owned(),
-    };
-    let message = format!(
-        "{subject} is forbidden: User {FORBIDDEN_USER:?} cannot {verb} resource {:?} in API group {:?} {scope}",
-        res.plural, res.group
-    );
-    status_response(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        message,
-        Some(details(res, name)),
-    )
-}
-
 fn expired(message: String) -> Value {
     status_json(StatusCode::GONE, "Expired", message, None)
-}
-
-/// The real server's 404 for a named object that does not exist.
-fn not_found(res: &'static Res, name: &str) -> Response {
-    status_response(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        format!("{} {name:?} not found", res.qualified()),
-        Some(details(res, Some(name))),
-    )
-}
-
-/// DELETE of one object: the real server answers 200 with the object's last state (no
-/// finalizers here, so it is gone at once).
-fn delete(shared: &Shared, res: &'static Res, namespace: &str, name: &str) -> Response {
-    let mut store = shared.lock();
-    if store.is_forbidden("delete", res) {
-        let ns = res.namespaced.then_some(namespace);
-        return forbidden(res, "delete", ns, Some(name));
-    }
-    match remove_object(&mut store, res, namespace, name, false) {
-        Some(object) => json_response(StatusCode::OK, &object),
-        None => not_found(res, name),
-    }
-}
-
-fn get(shared: &Shared, res: &'static Res, namespace: &str, name: &str, partial: bool) -> Response {
-    let store = shared.lock();
-    if store.is_forbidden("get", res) {
-        let ns = res.namespaced.then_some(namespace);
-        return forbidden(res, "get", ns, Some(name));
-    }
-    match store.objects.get(&object_key(res, namespace, name)) {
-        Some(obj) => json_response(StatusCode::OK, &render(obj, partial)),
-        None => not_found(res, name),
-    }
-}
-
-/// Label and field selectors plus the namespace of the request.
-#[derive(Default)]
-struct Filter {
-    namespace: Option<String>,
-    labels: Vec<LabelReq>,
-    fields: Vec<(FieldName, bool, String)>,
-}
-
-enum LabelReq {
-    Eq(String, String),
-    NotEq(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    NotExists(String),
-}
-
-#[derive(Clone, Copy)]
-enum FieldName {
-    Name,
-    Namespace,
-}
-
-impl Filter {
-    fn new(namespace: Option<String>, params: &Params) -> Result<Filter, String> {
-        let labels = match params.get("labelSelector") {
-            Some(selector) => parse_label_selector(selector)?,
-            None => Vec::new(),
-        };
-        let fields = match params.get("fieldSelector") {
-            Some(selector) => parse_field_selector(selector)?,
-            None => Vec::new(),
-        };
-        Ok(Filter {
-            namespace,
-            labels,
-            fields,
-        })
-    }
-
-    fn matches(&self, obj: &Value) -> bool {
-        let meta = &obj["metadata"];
-        let ns = meta["namespace"].as_str().unwrap_or("");
-        if let Some(want) = &self.namespace
-            && want != ns
-        {
-            return false;
-        }
-        let name = meta["name"].as_str().unwrap_or("");
-        let fields_ok = self.fields.iter().all(|(field, equal, value)| {
-            let actual = match field {
-                FieldName::Name => name,
-                FieldName::Namespace => ns,
-            };
-            (actual == value) == *equal
-        });
-        let label = |key: &str| meta["labels"][key].as_str();
-        let labels_ok = self.labels.iter().all(|req| match req {
-            LabelReq::Eq(k, v) => label(k) == Some(v.as_str()),
-            LabelReq::NotEq(k, v) => label(k) != Some(v.as_str()),
-            LabelReq::In(k, vs) => label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
-            LabelReq::NotIn(k, vs) => !label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
-            LabelReq::Exists(k) => label(k).is_some(),
-            LabelReq::NotExists(k) => label(k).is_none(),
-        });
-        fields_ok && labels_ok
-    }
-}
-
-/// Splits on commas outside parentheses.
-fn split_terms(selector: &str) -> Vec<&str> {
-    let mut terms = Vec::new();
-    let mut depth = 0usize;
-    let mut start = 0;
-    for (i, c) in selector.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            ',' if depth == 0 => {
-                terms.push(&selector[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    terms.push(&selector[start..]);
-    terms
-        .into_iter()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-fn parse_label_selector(selector: &str) -> Result<Vec<LabelReq>, String> {
-    let bad = || format!("unable to parse requirement: invalid label selector {selector:?}");
-    let key = |k: &str| {
-        let k = k.trim();
-        if k.is_empty() || k.contains(char::is_whitespace) {
-            Err(bad())
-        } else {
-            Ok(k.to_owned())
-        }
-    };
-    let set = |s: &str| -> Result<Vec<String>, String> {
-        let inner = s
-            .trim()
-            .strip_prefix('(')
-            .and_then(|s| s.strip_suffix(')'))
-            .ok_or_else(bad)?;
-        Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
-    };
-    split_terms(selector)
-        .into_iter()
-        .map(|term| {
-            if let Some(k) = term.strip_prefix('!') {
-                Ok(LabelReq::NotExists(key(k)?))
-            } else if let Some((k, vs)) = term.split_once(" notin ") {
-                Ok(LabelReq::NotIn(key(k)?, set(vs)?))
-            } else if let Some((k, vs)) = term.split_once(" in ") {
-                Ok(LabelReq::In(key(k)?, set(vs)?))
-            } else if let Some((k, v)) = term.split_once("!=") {
-                Ok(LabelReq::NotEq(key(k)?, v.trim().to_owned()))
-            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                Ok(LabelReq::Eq(key(k)?, v.trim().to_owned()))
-            } else {
-                Ok(LabelReq::Exists(key(term)?))
-            }
-        })
-        .collect()
-}
-
-fn parse_field_selector(selector: &str) -> Result<Vec<(FieldName, bool, String)>, String> {
-    split_terms(selector)
-        .into_iter()
-        .map(|term| {
-            let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
-                (f, false, v)
-            } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                (f, true, v)
-            } else {
-                return Err(format!("invalid field selector term {term:?}"));
-            };
-            let field = match field.trim() {
-                "metadata.name" => FieldName::Name,
-                "metadata.namespace" => FieldName::Namespace,
-                other => return Err(format!("field label not supported: {other}")),
-            };
-            Ok((field, equal, value.trim().to_owned()))
-        })
-        .collect()
 }
 
 fn list(
@@ -1410,14 +785,7 @@ fn list(
         Ok(limit) => limit.filter(|&l| l > 0),
         Err(message) => return bad_request(message),
     };
-    let filter = match Filter::new(namespace.clone(), params) {
-        Ok(filter) => filter,
-        Err(message) => return bad_request(message),
-    };
     let mut store = shared.lock();
-    if store.is_forbidden("list", res) {
-        return forbidden(res, "list", namespace.as_deref(), None);
-    }
     let (id, offset) = match params.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let parsed = token
@@ -1452,7 +820,6 @@ fn list(
                 .take_while(|(key, _)| {
                     key.0 == res.plural && namespace.as_ref().is_none_or(|ns| &key.1 == ns)
                 })
-                .filter(|(_, obj)| filter.matches(obj))
                 .map(|(_, obj)| render(obj, partial))
                 .collect();
             store.next_snapshot += 1;
@@ -1523,19 +890,11 @@ fn start_watch(
             }
         },
     };
-    let filter = match Filter::new(namespace.clone(), params) {
-        Ok(filter) => filter,
-        Err(message) => return bad_request(message),
-    };
-
     let (tx, rx) = mpsc::unbounded_channel();
     let mut store = shared.lock();
-    if store.is_forbidden("watch", res) {
-        return forbidden(res, "watch", namespace.as_deref(), None);
-    }
     let mut reg = WatchReg {
         res,
-        filter,
+        namespace,
         since: 0,
         bookmarks,
         partial,
@@ -1562,7 +921,7 @@ fn start_watch(
             // "Start at any" / streaming list: the current state as ADDED events.
             let now = store.rv;
             for (key, obj) in &store.objects {
-                if key.0 == res.plural && reg.filter.matches(obj) {
+                if key.0 == res.plural && in_namespace(&reg.namespace, obj) {
                     let _ = reg.send(&json!({"type": "ADDED", "object": render(obj, partial)}));
                 }
             }
@@ -1673,55 +1032,6 @@ impl HttpBody for WatchBody {
             .poll_recv(cx)
             .map(|item| item.map(|result| result.map(<DataFrame>::data)))
     }
-}
-
-async fn access_review(shared: &Shared, req: Request) -> Response {
-    let body = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
-        Ok(body) => body,
-        Err(e) => return bad_request(format!("cannot read body: {e}")),
-    };
-    let review: Value = match serde_json::from_slice(&body) {
-        Ok(review @ Value::Object(_)) => review,
-        Ok(_) => return bad_request("SelfSubjectAccessReview must be a JSON object".into()),
-        Err(e) => return bad_request(format!("invalid SelfSubjectAccessReview: {e}")),
-    };
-    let spec = review.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let attrs = &spec["resourceAttributes"];
-    let verb = attrs["verb"].as_str().unwrap_or("").to_ascii_lowercase();
-    let resource = normalize_resource(attrs["resource"].as_str().unwrap_or(""));
-    let allowed = {
-        let mut store = shared.lock();
-        store.access_reviews.push((verb.clone(), resource.clone()));
-        !store.forbidden.contains(&(verb, resource))
-    };
-    let mut status = json!({"allowed": allowed});
-    if !allowed {
-        status["reason"] = json!("forbidden by FakeApi::forbid");
-    }
-    json_response(
-        StatusCode::CREATED,
-        &json!({
-            "kind": "SelfSubjectAccessReview",
-            "apiVersion": "authorization.k8s.io/v1",
-            "metadata": {"creationTimestamp": null},
-            "spec": spec,
-            "status": status,
-        }),
-    )
-}
-
-fn version_info() -> Value {
-    json!({
-        "major": "1",
-        "minor": "33",
-        "gitVersion": "v1.33.0-fake",
-        "gitCommit": "0000000000000000000000000000000000000000",
-        "gitTreeState": "clean",
-        "buildDate": "2025-01-01T00:00:00Z",
-        "goVersion": "go1.24.0",
-        "compiler": "gc",
-        "platform": "linux/amd64",
-    })
 }
 
 fn now_rfc3339() -> String {

@@ -2,6 +2,8 @@
 //! ephemeral loopback ports, and HTTPS clients that trust only the generated CA.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,9 +60,61 @@ pub fn serve_refused(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::p
         .unwrap()
 }
 
-/// A running `extsvc-guard serve`, killed when dropped.
+/// Kills a child process if this test process ends first — killed with SIGKILL included,
+/// where no destructor runs: a `sh` whose stdin is a pipe from this process reads EOF when
+/// the process ends, and then kills the child, unless [`Reaper::release`] told it "done"
+/// first. The pid is checked to still be an extsvc-guard before the kill.
+pub struct Reaper {
+    watchdog: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+const REAPER: &str = r#"
+trap '' INT TERM HUP
+read line || true
+if [ "$line" != done ] && grep -q extsvc-guard "/proc/$1/cmdline" 2>/dev/null; then
+  kill -KILL "$1"
+fi
+"#;
+
+impl Reaper {
+    pub fn watch(pid: u32) -> Reaper {
+        let mut watchdog = Command::new("sh")
+            .args(["-c", REAPER, "sh", &pid.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh runs");
+        let stdin = watchdog.stdin.take();
+        Reaper { watchdog, stdin }
+    }
+
+    /// The child has been reaped: the watchdog leaves without killing.
+    pub fn release(&mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"done\n");
+            drop(stdin);
+            let _ = self.watchdog.wait();
+        }
+    }
+}
+
+impl Drop for Reaper {
+    /// Not released (a panic before the child was reaped): the child is killed.
+    fn drop(&mut self) {
+        if let Some(stdin) = self.stdin.take() {
+            drop(stdin);
+            let _ = self.watchdog.wait();
+        }
+    }
+}
+
+/// A running `extsvc-guard serve`, killed when dropped (and when the test process ends).
 pub struct Server {
     pub child: Child,
+    reaper: Reaper,
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -84,7 +138,7 @@ impl Server {
             .arg("--tls-key")
             .arg(dir.path().join("tls.key"))
             .args(["--log-format", "json", "--reload-interval", "100ms"])
-            // Never the developer's own cluster: a test names its fake API server.
+            // Never the developer's own cluster: a test names its API server (a real or a fake one).
             .args(if extra.contains(&"--kubeconfig") {
                 &[][..]
             } else {
@@ -95,6 +149,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let reaper = Reaper::watch(child.id());
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let sink = Arc::clone(&logs);
@@ -124,6 +179,7 @@ impl Server {
             if let Some((addr, metrics_addr)) = listening {
                 return Server {
                     child,
+                    reaper,
                     addr,
                     metrics_addr,
                     dir,
@@ -164,6 +220,7 @@ impl Server {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                self.reaper.release();
                 return status;
             }
             assert!(
@@ -199,6 +256,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.reaper.release();
     }
 }
 
