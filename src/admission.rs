@@ -14,10 +14,10 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::cluster::ClusterView;
+use crate::cluster::{ClusterView, written_by_controller};
 use crate::finding::{Action, Finding, RuleId};
 use crate::mutation::{self, PatchOp};
-use crate::object::{Object, ServiceShape};
+use crate::object::{Object, ServiceShape, same_endpoints};
 use crate::policy::Policy;
 use crate::rules::{Mode, judge};
 
@@ -901,6 +901,19 @@ fn validate(
             judge(object, view, policy, Mode::Admission)
         }
     };
+    // A person's write over what a controller maintains: a label or annotation changes
+    // nothing the controller wrote, and is left alone; new addresses are theirs, and judged
+    // as hand-written, with nothing of the controller's counted as an old mistake.
+    let old = match old {
+        Some(old) if written_by_controller(old, view) => {
+            if same_endpoints(object, old) {
+                decision.verdict = Verdict::Skipped;
+                return decision;
+            }
+            None
+        }
+        other => other,
+    };
     if operation == Operation::Create {
         // `kubectl apply` of a Service and its Endpoints sends the Service first: its
         // endpoints are milliseconds away, not missing.
@@ -1413,6 +1426,26 @@ mod tests {
         let in_databases = parse(elsewhere.as_bytes()).unwrap();
         let d = decide(&in_databases, &NoClusterView, &policy, Endpoint::Validate);
         assert_eq!(d.verdict, Verdict::Skipped);
+    }
+
+    #[test]
+    fn a_persons_update_of_the_controllers_endpoints_is_judged_only_when_it_changes_addresses() {
+        let (_, view) = objects(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+        );
+        let controllers = r#"{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"web","namespace":"default","annotations":{"endpoints.kubernetes.io/last-change-trigger-time":"2026-01-01T00:00:00Z"}},"subsets":[{"addresses":[{"ip":"10.244.0.7"}],"ports":[{"port":80}]}]}"#;
+        // `kubectl annotate`: the controller's addresses stay, nothing to judge.
+        let annotated =
+            controllers.replace(r#""annotations":{"#, r#""annotations":{"team":"web","#);
+        let request = parse(&review(ENDPOINTS, "UPDATE", &annotated, Some(controllers))).unwrap();
+        let d = decide(&request, &view, &Policy::embedded(), Endpoint::Validate);
+        assert_eq!((d.allowed, d.verdict), (true, Verdict::Skipped), "{d:#?}");
+        // `kubectl apply` of hand-written addresses over them: denied, not excused as old.
+        let replaced = controllers.replace("10.244.0.7", "203.0.113.9");
+        let request = parse(&review(ENDPOINTS, "UPDATE", &replaced, Some(controllers))).unwrap();
+        let d = decide(&request, &view, &Policy::embedded(), Endpoint::Validate);
+        assert_eq!(d.verdict, Verdict::Denied, "{d:#?}");
+        assert_eq!(d.rule_ids(), vec!["endpoints-overwritten"]);
     }
 
     #[test]

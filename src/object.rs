@@ -129,6 +129,27 @@ impl Object {
     }
 }
 
+/// Whether two versions of an Endpoints or EndpointSlice send traffic to the same place for
+/// the same Service: what kube-proxy reads is unchanged, only other metadata may differ.
+pub fn same_endpoints(a: &Object, b: &Object) -> bool {
+    match (a, b) {
+        (Object::Endpoints(a), Object::Endpoints(b)) => {
+            a.metadata.name == b.metadata.name && a.subsets == b.subsets
+        }
+        (Object::EndpointSlice(a), Object::EndpointSlice(b)) => {
+            let labels = |s: &EndpointSlice| {
+                [SERVICE_NAME_LABEL, MANAGED_BY_LABEL]
+                    .map(|key| s.metadata.labels.as_ref().and_then(|l| l.get(key)).cloned())
+            };
+            a.address_type == b.address_type
+                && a.endpoints == b.endpoints
+                && a.ports == b.ports
+                && labels(a) == labels(b)
+        }
+        _ => false,
+    }
+}
+
 pub fn namespace_of(meta: &ObjectMeta) -> &str {
     match meta.namespace.as_deref() {
         Some(ns) if !ns.is_empty() => ns,

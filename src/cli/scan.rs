@@ -91,6 +91,9 @@ async fn scan(args: &ScanArgs, policy: &Policy) -> Result<u8, String> {
         .await
         .map_err(|e| format!("cannot reach a cluster: {e}"))?;
     let snapshot = client::list_cluster(&client, &args.namespace).await?;
+    for note in &snapshot.notes {
+        eprintln!("extsvc-guard: note: {note}");
+    }
     let mut findings = Vec::new();
     let mut unjudged = std::collections::BTreeMap::new();
     for object in &snapshot.objects {

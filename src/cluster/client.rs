@@ -72,7 +72,7 @@ pub async fn connect(credentials: &Credentials) -> Result<Client, ConnectError> 
 pub fn explain(verb: &str, resource: &str, error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if status.code == 403 => format!(
-            "missing permission: cannot {verb} {resource} ({}); grant get, list and watch on services, endpoints, endpointslices.discovery.k8s.io and namespaces, and list on pods, to the webhook's service account (deploy/base ClusterRole)",
+            "missing permission: cannot {verb} {resource} ({}); grant it to the account extsvc-guard runs as (serve: the ClusterRole in deploy/base; scan: the permissions the README's scan section lists)",
             status.message
         ),
         kube::Error::Api(status) => format!(
@@ -172,10 +172,17 @@ pub async fn namespace_snapshot(
         {
             view.insert_namespace(&ns);
         }
-        if let Some(consumers) = consumers {
-            for (consumer, backends) in consumers? {
-                view.insert_consumer(&consumer, &backends);
+        // Without them the judgement only stays as strict as for DNS clients: not a failure.
+        match consumers {
+            Some(Ok(consumers)) => {
+                for (consumer, backends) in consumers {
+                    view.insert_consumer(&consumer, &backends);
+                }
             }
+            Some(Err(e)) => {
+                tracing::warn!(namespace, error = %e, "cannot read the Ingresses and routes of the namespace")
+            }
+            None => {}
         }
         Ok(view)
     };
@@ -230,6 +237,8 @@ pub async fn list_consumers(
 pub struct ClusterSnapshot {
     pub objects: Vec<Object>,
     pub view: ManifestView,
+    /// What could not be read but does not stop the scan.
+    pub notes: Vec<String>,
 }
 
 pub async fn list_cluster(
@@ -294,11 +303,13 @@ pub async fn list_cluster(
             view.insert_namespace(&ns);
         }
     } else {
+        // Listed by name rather than read with get: scan needs list permission only.
         for name in namespaces {
-            if let Some(ns) = namespace_api
-                .get_opt(name)
+            let one = ListParams::default().fields(&format!("metadata.name={name}"));
+            for ns in namespace_api
+                .list(&one)
                 .await
-                .map_err(|e| explain("get", "namespaces", &e))?
+                .map_err(|e| explain("list", "namespaces", &e))?
             {
                 view.insert_namespace(&ns);
             }
@@ -312,10 +323,23 @@ pub async fn list_cluster(
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
+    let mut notes = Vec::new();
     for scope in scopes {
-        for (consumer, backends) in list_consumers(client, scope).await? {
-            view.insert_consumer(&consumer, &backends);
+        match list_consumers(client, scope).await {
+            Ok(consumers) => {
+                for (consumer, backends) in consumers {
+                    view.insert_consumer(&consumer, &backends);
+                }
+            }
+            // Judged as if only DNS clients used the Services: stricter, never laxer.
+            Err(e) => notes.push(format!(
+                "{e}; without it, Services are judged as if only in-cluster DNS clients used them"
+            )),
         }
     }
-    Ok(ClusterSnapshot { objects, view })
+    Ok(ClusterSnapshot {
+        objects,
+        view,
+        notes,
+    })
 }

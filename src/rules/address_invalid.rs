@@ -54,7 +54,7 @@ pub fn check(object: &Object, _cx: &Context<'_>) -> Vec<Draft> {
 fn explain(written: &str, problem: &AddressProblem, takes: &str) -> String {
     let refused = "the API server refuses it (must be a valid IP address)";
     match problem {
-        AddressProblem::Missing => "no IP address here: an address is written `- ip: 192.0.2.10` (a key in another case, such as `IP:`, is ignored), and the API server refuses an address without one (Required value)".to_owned(),
+        AddressProblem::Missing => "no IP address here: an address is written `- ip: 192.0.2.10`; a key in another case, such as `IP:`, is an unknown field (kubectl apply refuses it, tools that ignore it leave no address), and the API server refuses an address without ip (Required value)".to_owned(),
         AddressProblem::TemplateVariable(variable) => format!(
             "{written:?} is the unrendered template variable {variable}: render the manifest before applying it (helm template, envsubst, kustomize replacements); {refused}"
         ),
@@ -113,7 +113,7 @@ subsets:
             );
         };
         says("spec.externalIPs[0]", "is a host name, not an IP address: spec.externalIPs take IP addresses only");
-        says("subsets[0].addresses[0].ip", "such as `IP:`, is ignored");
+        says("subsets[0].addresses[0].ip", "such as `IP:`, is an unknown field");
         says("subsets[0].addresses[1].ip", "use type: ExternalName with externalName: nas.home.lan");
         says("subsets[0].addresses[2].ip", "is a placeholder");
         says("subsets[0].addresses[3].ip", "the unrendered template variable ${NAS_IP}");

@@ -209,7 +209,12 @@ async fn a_missing_permission_is_reported_naming_the_verb_and_the_resource() {
     );
     let server = serve_as(&kubeconfig, &[]);
     let line = server.wait_log("missing permission: cannot list endpointslices");
-    assert!(line.contains("grant get, list and watch"), "{line}");
+    assert!(
+        line.contains(
+            "grant it to the account extsvc-guard runs as (serve: the ClusterRole in deploy/base"
+        ),
+        "{line}"
+    );
     assert!(
         line.contains(&format!(
             "User \\\"system:serviceaccount:{ns}:no-list\\\" cannot list resource \\\"endpointslices\\\""

@@ -242,10 +242,6 @@ async fn hand_written_endpoints_get_a_mirrored_slice_that_nothing_denies() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "src bug: admission::prepare skips an UPDATE whose object and old object both carry \
-            the endpoints controller's markers, whoever writes it: a person's hand-written \
-            addresses applied over a selector Service's controller-written Endpoints are admitted \
-            unjudged (`endpoints/web configured`), then overwritten by the controller"]
 async fn hand_written_addresses_applied_over_the_controllers_endpoints_are_denied_as_overwritten() {
     let Some(cp) = envtest::control_plane_with_controllers() else {
         return;

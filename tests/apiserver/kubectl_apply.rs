@@ -151,7 +151,12 @@ fn write_documents(path: &Path, documents: &[Value]) {
 /// Objects the API server's own validation refuses before any validating webhook is
 /// called (DESIGN.md, "Admission facts"): (file, kind/name, what its error says). `check`
 /// reports them, since a manifest may never meet an API server.
-const REFUSED_BY_THE_API_SERVER: [(&str, &str, &str); 2] = [
+const REFUSED_BY_THE_API_SERVER: [(&str, &str, &str); 3] = [
+    (
+        "docs/examples/address-invalid.yaml",
+        "Endpoints/nas",
+        "subsets[0].addresses[0].ip: Invalid value: \"nas.home.lan\": must be a valid IP address",
+    ),
     (
         "docs/examples/externalname-invalid.yaml",
         "Service/payments-api",

@@ -14,36 +14,34 @@ use crate::{account_with, endpoints, eventually, repo, service};
 
 /// What the README says `scan` needs, word for word; the roles below are written from it.
 const README_PERMISSIONS: &str = "it needs list on services, endpoints, endpointslices and namespaces (and patch, create, list and delete on policyreports for `--apply`, with the PolicyReport CRD installed: server-side apply that creates an object is authorized as create)";
+/// And what lets it see a Service's consumers, which it does without.
+const README_CONSUMER_PERMISSIONS: &str = "List on `ingresses.networking.k8s.io` and on `httproutes`, `grpcroutes` and `tlsroutes` of `gateway.networking.k8s.io` lets it see which Services an ingress controller or Gateway consumes";
 
 /// The README's words as RBAC rules: list on the four kinds, and `report_verbs` on
-/// policyreports.
-fn exactly_readme_rules(report_verbs: &[&str]) -> Value {
+/// policyreports; with `consumers`, list on Ingresses and Gateway API routes too.
+fn readme_rules_with(report_verbs: &[&str], consumers: bool) -> Value {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let words: Vec<&str> = readme.split_whitespace().collect();
-    assert!(
-        words.join(" ").contains(README_PERMISSIONS),
-        "the README no longer says: {README_PERMISSIONS}"
-    );
+    let words = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    for said in [README_PERMISSIONS, README_CONSUMER_PERMISSIONS] {
+        assert!(words.contains(said), "the README no longer says: {said}");
+    }
     let mut rules = vec![
         json!({"apiGroups": [""], "resources": ["services", "endpoints", "namespaces"], "verbs": ["list"]}),
         json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}),
     ];
+    if consumers {
+        rules.push(json!({"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["list"]}));
+        rules.push(json!({"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes", "grpcroutes", "tlsroutes"], "verbs": ["list"]}));
+    }
     if !report_verbs.is_empty() {
         rules.push(json!({"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": report_verbs}));
     }
     json!(rules)
 }
 
-/// [`exactly_readme_rules`] plus get on namespaces, which `scan -n NS` needs beyond the
-/// README's words (it gets each Namespace it scans; see
-/// `scan_of_one_namespace_needs_only_the_permissions_the_readme_names`).
-fn readme_rules(report_verbs: &[&str]) -> Value {
-    let mut rules = exactly_readme_rules(report_verbs);
-    rules
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}));
-    rules
+/// Exactly the permissions the README names for `scan`.
+fn exactly_readme_rules(report_verbs: &[&str]) -> Value {
+    readme_rules_with(report_verbs, true)
 }
 
 /// Runs `scan` with `kubeconfig`: (exit code, stdout, stderr).
@@ -74,9 +72,6 @@ fn mysql_pair(cp: &ControlPlane, ns: &str) {
 }
 
 #[test]
-#[ignore = "src/README bug: scan -n NS gets the Namespace (cluster::client::list_cluster), so the \
-            README's permissions (list only) end in `missing permission: cannot get namespaces`, \
-            and the hint names the webhook's service account and its deploy/base ClusterRole"]
 fn scan_of_one_namespace_needs_only_the_permissions_the_readme_names() {
     let Some(cp) = envtest::control_plane() else {
         return;
@@ -91,6 +86,32 @@ fn scan_of_one_namespace_needs_only_the_permissions_the_readme_names() {
 }
 
 #[test]
+fn scan_without_list_on_ingresses_and_routes_says_so_and_judges_as_for_dns_clients() {
+    let Some(cp) = envtest::control_plane() else {
+        return;
+    };
+    let ns = cp.namespace("scan-no-consumers", &[]);
+    mysql_pair(&cp, &ns);
+    let dir = cp.tempdir();
+    let scanner = account_with(
+        &cp,
+        &ns,
+        "scanner",
+        readme_rules_with(&[], false),
+        dir.path(),
+    );
+    let (code, stdout, stderr) = scan(&scanner, &["-n", &ns]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("deny endpoints-orphaned"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "extsvc-guard: note: missing permission: cannot list ingresses.networking.k8s.io"
+        ) && stderr.contains("judged as if only in-cluster DNS clients used them"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn scan_with_the_permissions_the_readme_names_reports_what_would_be_denied_today() {
     let Some(cp) = envtest::control_plane() else {
         return;
@@ -101,7 +122,7 @@ fn scan_with_the_permissions_the_readme_names_reports_what_would_be_denied_today
     );
     mysql_pair(&cp, &ns);
     let dir = cp.tempdir();
-    let scanner = account_with(&cp, &ns, "scanner", readme_rules(&[]), dir.path());
+    let scanner = account_with(&cp, &ns, "scanner", exactly_readme_rules(&[]), dir.path());
 
     let (code, stdout, stderr) = scan(&scanner, &["-n", &ns]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
@@ -134,7 +155,7 @@ fn scan_with_the_permissions_the_readme_names_reports_what_would_be_denied_today
     );
 
     // One permission fewer: which one is missing, in the API server's words too.
-    let mut rules = readme_rules(&[]);
+    let mut rules = exactly_readme_rules(&[]);
     rules[0]["resources"] = json!(["endpoints", "namespaces"]);
     let blind = account_with(&cp, &ns, "scanner-no-services", rules, dir.path());
     let (code, _, stderr) = scan(&blind, &["-n", &ns]);
@@ -192,7 +213,7 @@ fn scan_apply_writes_policy_reports_into_the_crd_and_removes_its_stale_ones_with
     mysql_pair(&cp, &ns);
     let dir = cp.tempdir();
     let account = |name: &str, verbs: &[&str]| -> PathBuf {
-        account_with(&cp, &ns, name, readme_rules(verbs), dir.path())
+        account_with(&cp, &ns, name, exactly_readme_rules(verbs), dir.path())
     };
     let reporter = account("reporter", &["patch", "create", "list", "delete"]);
     let apply = |kubeconfig: &Path, scope: &[&str]| {
