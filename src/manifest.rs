@@ -209,15 +209,19 @@ fn parse_source(name: String, text: String) -> ParsedSource {
         consumers: Vec::new(),
         errors: Vec::new(),
     };
-    // JSON is YAML too: only `.json` files take the (faster, stricter) JSON parser, so
-    // flow-style YAML on stdin (`{kind: Service, …}`) is still read.
-    let is_json = name.ends_with(".json");
+    // JSON is YAML too: `.json` files and JSON streams (concatenated JSON objects, which
+    // kubectl reads) take the (faster, stricter) JSON parser, so flow-style YAML on stdin
+    // (`{kind: Service, …}`) is still read as YAML.
+    let stream = json_stream(&text);
+    let is_json = name.ends_with(".json") || stream.as_ref().is_some_and(|s| s.len() > 1);
     let chunks = if is_json {
-        vec![Chunk {
-            start: 0,
-            end: text.len(),
-            first_line: 1,
-        }]
+        stream.unwrap_or_else(|| {
+            vec![Chunk {
+                start: 0,
+                end: text.len(),
+                first_line: 1,
+            }]
+        })
     } else {
         split_documents(&text)
     };
@@ -472,6 +476,30 @@ struct Chunk {
     first_line: u64,
 }
 
+/// The values of a JSON stream (one JSON value after another, as `kubectl get -o json`
+/// of several objects writes them), or `None` when `text` is not one.
+fn json_stream(text: &str) -> Option<Vec<Chunk>> {
+    let first = text.find(|c: char| !c.is_whitespace())?;
+    if !text[first..].starts_with(['{', '[']) {
+        return None;
+    }
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
+    let mut chunks = Vec::new();
+    let mut end = 0;
+    while let Some(value) = values.next() {
+        value.ok()?;
+        let start = end + text[end..].find(|c: char| !c.is_whitespace()).unwrap_or(0);
+        end = values.byte_offset();
+        let first_line = text[..start].bytes().filter(|b| *b == b'\n').count() as u64 + 1;
+        chunks.push(Chunk {
+            start,
+            end,
+            first_line,
+        });
+    }
+    Some(chunks)
+}
+
 /// Splits a YAML stream at its document markers. A line starting with `---` or `...`
 /// followed by a space or the line's end can only be a marker (YAML forbids such lines
 /// inside a document), so a document that fails to parse cannot take its neighbours with it.
@@ -605,6 +633,25 @@ mod tests {
         assert_eq!(set.objects[1].path_prefix, "items[2]");
         let mut locator = set.locator();
         assert_eq!(locator.locate(&set.objects[1], "metadata.name").1, 4);
+    }
+
+    #[test]
+    fn a_json_stream_is_read_object_by_object_as_kubectl_reads_it() {
+        let set = load(
+            "<stdin>",
+            "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"a\"}}\n{\"apiVersion\": \"v1\",\n \"kind\": \"Service\", \"metadata\": {\"name\": \"b\"}}{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": 3}}",
+        );
+        let names: Vec<String> = set.objects.iter().map(|o| o.object.name()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(set.objects[1].span.first_line, 2);
+        assert_eq!(set.errors.len(), 1, "{:?}", set.errors);
+        assert_eq!(set.errors[0].document, 3);
+        // Flow-style YAML is still YAML.
+        let yaml = load(
+            "<stdin>",
+            "{apiVersion: v1, kind: Service, metadata: {name: c}}\n",
+        );
+        assert_eq!(yaml.objects.len(), 1, "{:?}", yaml.errors);
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub struct Report {
     pub files: usize,
     /// Objects left unjudged, by why.
     pub unjudged: std::collections::BTreeMap<crate::rules::Unjudged, usize>,
+    /// Objects defined more than once in the inputs.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// An object defined more than once, with each place (file, line), the judged one last.
+#[derive(Debug, Clone)]
+pub struct Duplicate {
+    pub object: crate::object::ObjectRef,
+    pub at: Vec<(String, u64)>,
 }
 
 impl Report {

@@ -1230,6 +1230,40 @@ fn text_output_has_no_ansi_escapes_when_stdout_is_not_a_terminal() {
 }
 
 #[test]
+fn an_object_defined_in_two_files_is_judged_once_and_both_places_are_named() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: ext-ip}\nspec:\n  type: ExternalName\n  externalName: 192.168.1.10\n";
+    let dir = workspace(&[("a.yaml", svc), ("b.yaml", &format!("# again\n{svc}"))]);
+    let out = run(dir.path(), &["check", "a.yaml", "b.yaml"], None);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert_eq!(
+        out.stdout.matches("deny externalname-ip").count(),
+        1,
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("note Service default/ext-ip is defined 2 times (a.yaml:3, b.yaml:4); the last, at b.yaml:4, was judged"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_json_stream_is_checked_like_kubectl_reads_it() {
+    let dir = workspace(&[(
+        "stream.json",
+        "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"ext-ip\"},\"spec\":{\"type\":\"ExternalName\",\"externalName\":\"192.168.1.10\"}}\n{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"db\"},\"spec\":{\"type\":\"ExternalName\",\"externalName\":\"db.example.com\"}}\n",
+    )]);
+    let out = run(dir.path(), &["check", "stream.json"], None);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("2 objects in 1 input: 1 denial"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn check_says_how_many_objects_it_left_unjudged_and_why() {
     let dir = workspace(&[(
         "dump.yaml",

@@ -1,13 +1,15 @@
 //! `extsvc-guard check`: judge manifests as one set, report, and exit 0/1/2.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 
 use crate::cli::{CheckArgs, Color, FailOn, Format, exit};
 use crate::finding::Action;
 use crate::manifest::ManifestSet;
+use crate::object::ObjectRef;
 use crate::parallel;
 use crate::policy::Policy;
-use crate::report::{Located, Report, sarif, text};
+use crate::report::{Duplicate, Located, Report, sarif, text};
 use crate::rules::{self, Mode, judge};
 
 pub(super) fn run(args: CheckArgs) -> u8 {
@@ -56,12 +58,23 @@ pub(super) fn use_color(choice: Color) -> bool {
 /// the cores; findings keep the order of the objects.
 pub fn check_set(set: &ManifestSet, policy: &Policy) -> Report {
     let view = set.view();
+    let (later, duplicates) = duplicates(set);
     let runs = parallel::runs(set.objects.len(), OBJECTS_PER_RUN);
     let per_run = parallel::map(&runs, |run| {
         let mut locator = set.locator();
         let mut findings = Vec::new();
         let mut unjudged = Vec::new();
-        for loaded in set.objects.get(run.clone()).unwrap_or_default() {
+        for (index, loaded) in set
+            .objects
+            .get(run.clone())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            // An object defined again later is judged once, as the later copy.
+            if later.contains(&(run.start + index)) {
+                continue;
+            }
             if let Some(why) = rules::unjudged(&loaded.object, &view, policy, Mode::Set) {
                 unjudged.push(why);
                 continue;
@@ -81,6 +94,7 @@ pub fn check_set(set: &ManifestSet, policy: &Policy) -> Report {
         errors: set.errors.clone(),
         objects: set.objects.len(),
         files: set.sources.len(),
+        duplicates,
         ..Report::default()
     };
     for (findings, unjudged) in per_run {
@@ -90,6 +104,39 @@ pub fn check_set(set: &ManifestSet, policy: &Policy) -> Report {
         }
     }
     report
+}
+
+/// The objects defined again later in the set (their indexes), and each such object with
+/// every place it is defined, the judged (last) one last: `kubectl apply` of the same inputs
+/// would leave the last one in the cluster.
+fn duplicates(set: &ManifestSet) -> (HashSet<usize>, Vec<Duplicate>) {
+    let mut places: HashMap<ObjectRef, Vec<usize>> = HashMap::new();
+    for (index, loaded) in set.objects.iter().enumerate() {
+        places
+            .entry(loaded.object.reference())
+            .or_default()
+            .push(index);
+    }
+    let mut earlier = HashSet::new();
+    let mut duplicates = Vec::new();
+    let mut locator = set.locator();
+    for (object, indexes) in places {
+        let Some((_, before)) = indexes.split_last() else {
+            continue;
+        };
+        if before.is_empty() {
+            continue;
+        }
+        earlier.extend(before.iter().copied());
+        let at = indexes
+            .iter()
+            .filter_map(|i| set.objects.get(*i))
+            .map(|loaded| locator.locate(loaded, "metadata.name"))
+            .collect();
+        duplicates.push(Duplicate { object, at });
+    }
+    duplicates.sort_by(|a, b| a.at.cmp(&b.at));
+    (earlier, duplicates)
 }
 
 /// Objects judged per unit of parallel work: enough to make handing it over cheap, few

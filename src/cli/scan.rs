@@ -117,6 +117,7 @@ async fn scan(args: &ScanArgs, policy: &Policy) -> Result<u8, String> {
         objects: snapshot.objects.len(),
         files: 1,
         unjudged,
+        duplicates: Vec::new(),
     };
     let rendered = match args.format {
         ScanFormat::Text => text::render(

@@ -104,6 +104,21 @@ pub fn render(report: &Report, style: Style) -> String {
             )
         }
     );
+    for d in &report.duplicates {
+        let places: Vec<String> =
+            d.at.iter()
+                .map(|(file, line)| format!("{file}:{line}"))
+                .collect();
+        let judged = places.last().cloned().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{} {} is defined {} times ({}); the last, at {judged}, was judged, as kubectl apply of the same inputs would leave it",
+            style.paint("1;33", "note"),
+            d.object,
+            places.len(),
+            places.join(", ")
+        );
+    }
     if !report.unjudged.is_empty() {
         let total: usize = report.unjudged.values().sum();
         let why: Vec<String> = report
