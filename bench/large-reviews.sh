@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5} at_once=${AT_ONCE:-16}
 port=${BENCH_PORT:-28443} metrics=${BENCH_METRICS_PORT:-28080}
-fixtures=$PWD/../shared/fixtures/admission
+fixtures=$PWD/tests/fixtures/admission
 work=$(mktemp -d)
 trap 'kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 cargo build --profile dist --locked -q

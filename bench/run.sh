@@ -25,7 +25,7 @@ only=${BENCH_ONLY:-1 2 3 4}
 port=${BENCH_PORT:-28443} metrics=${BENCH_METRICS_PORT:-28080} fake_port=${BENCH_FAKE_PORT:-28444}
 export BASELINE_PORT=${BASELINE_PORT:-28445}
 secs=${BENCH_SECONDS:-6} rounds=${BENCH_ROUNDS:-3} objects=${BENCH_OBJECTS:-100000}
-fixtures=$root/../shared/fixtures/admission
+fixtures=$root/tests/fixtures/admission
 compare=$root/../shared/bench/compare.sh
 
 wants() { [[ " $only " == *" $1 "* ]]; }

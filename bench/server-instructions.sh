@@ -22,7 +22,7 @@ for tool in valgrind python3; do
   command -v "$tool" >/dev/null || { echo "server-instructions.sh: $tool is missing" >&2; exit 2; }
 done
 port=${BENCH_PORT:-28543} metrics=$(( ${BENCH_PORT:-28543} + 1 ))
-fixtures=$PWD/../shared/fixtures/admission
+fixtures=$PWD/tests/fixtures/admission
 baseline_dir=$PWD/../shared/bench/baseline-server
 baseline_target=${BASELINE_TARGET_DIR:-${TMPDIR:-/tmp}/extsvc-bench-baseline}
 cargo build --profile dist --locked -q

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "server-time.sh: wrk is missing (apt-get install -y wrk)" >&2; exit 2; }
 seconds=${SECONDS_PER_CASE:-10}
 port=${BENCH_PORT:-28443} metrics=${BENCH_METRICS_PORT:-28080}
-fixtures=$PWD/../shared/fixtures/admission
+fixtures=$PWD/tests/fixtures/admission
 work=$(mktemp -d)
 trap 'kill "${server:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 if [ -z "${EXTSVC_GUARD:-}" ]; then

@@ -21,7 +21,7 @@ trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 cargo build --profile dist --locked -q
 bin=target/dist/extsvc-guard
 "$bin" certs --out "$work/certs" >/dev/null
-ls ../shared/fixtures/admission/*-CREATE.json ../shared/fixtures/admission/*-UPDATE.json >"$work/bodies"
+ls tests/fixtures/admission/*-CREATE.json tests/fixtures/admission/*-UPDATE.json >"$work/bodies"
 RUST_LOG=warn "$bin" serve --no-cluster --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
   --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" >"$work/serve.log" 2>&1 &
 server=$!

@@ -6,7 +6,7 @@ set -eu
 fuzz=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$fuzz")
 mkdir -p "$fuzz/corpus/request" "$fuzz/corpus/manifest" "$fuzz/corpus/policy"
-cp "$root"/../shared/fixtures/admission/*.json "$root"/docs/reviews/*.json "$fuzz/corpus/request/"
+cp "$root"/tests/fixtures/admission/*.json "$root"/docs/reviews/*.json "$fuzz/corpus/request/"
 cp "$root"/docs/examples/*.yaml "$root"/tests/fixtures/seeds/*.yaml "$fuzz/corpus/manifest/"
 cp "$root"/src/policy/default.yaml "$fuzz/corpus/policy/default.yaml"
 cp "$root"/docs/policies/*.yaml "$fuzz/corpus/policy/"

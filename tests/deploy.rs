@@ -757,12 +757,11 @@ fn the_webhooks_skip_exactly_the_control_plane_writers_the_server_skips() {
     ];
     for (overlay, rendered) in overlays() {
         each_webhook(rendered, |which, hook| {
-            assert_eq!(
-                hook.match_condition.len(),
-                1,
-                "{overlay} {which}: one matchCondition"
-            );
-            let (_, expression) = hook.match_condition[0];
+            let (_, expression) = *hook
+                .match_condition
+                .iter()
+                .find(|(name, _)| *name == "not-the-control-plane")
+                .unwrap_or_else(|| panic!("{overlay} {which}: no not-the-control-plane condition"));
             let mut rest = expression.split_whitespace().collect::<Vec<_>>().join(" ");
             let mut prefixes = Vec::new();
             let mut names = Vec::new();
@@ -803,6 +802,29 @@ fn the_webhooks_skip_exactly_the_control_plane_writers_the_server_skips() {
                     "{overlay} {which}: {user}: the API server and the server disagree"
                 );
             }
+        });
+    }
+}
+
+#[test]
+fn the_webhooks_match_conditions_are_what_the_default_policy_generates() {
+    use extsvc_guard::policy::{Policy, cel};
+    let policy = Policy::embedded();
+    for (overlay, rendered) in overlays() {
+        each_webhook(rendered, |which, hook| {
+            let wanted = match which {
+                "validate" => cel::validating(&policy),
+                _ => cel::mutating(&policy),
+            };
+            let wanted_pairs: Vec<(&str, &str)> = wanted
+                .iter()
+                .map(|c| (c.name, c.expression.as_str()))
+                .collect();
+            assert!(
+                hook.match_condition == wanted_pairs,
+                "{overlay} {which}: deploy/base/webhooks.yaml's matchConditions are not what the default policy generates; they should read:\n{}",
+                cel::conditions_yaml(&wanted, 6)
+            );
         });
     }
 }

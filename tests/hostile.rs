@@ -7,7 +7,7 @@
 //! that is base64 of RFC 6902 operations applying to the request's object), or a refusal with
 //! a clear message. Loader and parser errors name their file.
 //!
-//! The seeds are the real requests kube-apiserver sent (`../shared/fixtures/admission/`),
+//! The seeds are the real requests kube-apiserver sent (`tests/fixtures/admission/`),
 //! the example manifests and policies of `docs/` and the embedded default policy. The
 //! coverage-guided fuzzers over the same three entry points live in `fuzz/`
 //! (docs/fuzzing.md); inputs they found are replayed here from `tests/fixtures/hostile/`.
@@ -32,7 +32,7 @@ use oracle::{check_body, check_manifest, check_policy};
 fn admission_fixture_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/admission"
+        "/tests/fixtures/admission"
     ))
 }
 

@@ -1,5 +1,5 @@
 //! What the engine benches measure, shared by `engine`, `engine_allocs` and `fake_cluster`:
-//! the captured reviews in `../shared/fixtures/admission/`, the path the server's `/validate`
+//! the captured reviews in `tests/fixtures/admission/`, the path the server's `/validate`
 //! and `/mutate` handlers take through the library ([`review`]), and generated clusters.
 #![allow(dead_code)]
 
@@ -23,7 +23,7 @@ pub struct Case {
 
 pub fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/admission")
+        .join("tests/fixtures/admission")
         .join(name)
 }
 

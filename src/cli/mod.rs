@@ -103,8 +103,9 @@ enum PolicyCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Print, as a kustomize patch for both webhook configurations, the matchConditions that
-    /// keep the policy's exemptSubjects from ever calling the webhook.
+    /// Print, as a kustomize Component for both webhook configurations of deploy/, the
+    /// matchConditions that call the webhooks only for writes the policy may deny, warn
+    /// about or patch (and never for its exemptSubjects).
     MatchConditions {
         /// Policy file; the embedded default policy when absent.
         #[arg(value_name = "FILE")]

@@ -39,14 +39,9 @@ pub fn match_conditions(file: Option<&Path>) -> u8 {
         },
         None => (Policy::embedded(), "the embedded default policy".to_owned()),
     };
-    match crate::policy::cel::exempt_subjects_patch(&policy, &source) {
-        Some(patch) => {
-            print!("{patch}");
-            exit::OK
-        }
-        None => {
-            eprintln!("extsvc-guard: {source} has no exemptSubjects: no matchConditions to add");
-            exit::OK
-        }
-    }
+    print!(
+        "{}",
+        crate::policy::cel::kustomize_component(&policy, &source)
+    );
+    exit::OK
 }

@@ -1,11 +1,173 @@
-//! The policy as CEL for the webhook configurations' `matchConditions`: what the API server
-//! can decide without calling the webhook. Writes by the policy's exempt subjects are never
-//! judged, so with these conditions they never wait on the webhook — not even when every
-//! replica is down.
+//! The policy as CEL for the webhook configurations' `matchConditions`: the writes the API
+//! server can tell, without calling the webhook, that the webhook would allow untouched —
+//! no denial, no warning, no patch. Each skipped call saves a round trip on the write path;
+//! the conditions call the webhook for everything else, so skipping never changes an answer
+//! (tests/match_conditions.rs evaluates them on every captured review).
+//!
+//! A webhook is called when *all* its conditions are true, so each condition here says
+//! "this write may need the webhook".
 
-use crate::policy::{Policy, Subject};
+use crate::admission::{CONTROL_PLANE_USER_PREFIX, CONTROL_PLANE_USERS};
+use crate::object::Kind;
+use crate::policy::{Policy, Subject, ValueSource};
 
-/// The name of the condition [`exempt_subjects_condition`] builds.
+/// One entry of a webhook's `matchConditions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub name: &'static str,
+    pub expression: String,
+}
+
+/// The conditions of the validating webhook (`/validate`) for `policy`.
+pub fn validating(policy: &Policy) -> Vec<Condition> {
+    let mut conditions = common(policy);
+    conditions.push(Condition {
+        name: "may-be-judged",
+        expression: may_be_judged(),
+    });
+    conditions
+}
+
+/// The conditions of the mutating webhook (`/mutate`) for `policy`.
+pub fn mutating(policy: &Policy) -> Vec<Condition> {
+    let mut conditions = common(policy);
+    conditions.push(Condition {
+        name: "may-be-patched",
+        expression: may_be_patched(policy),
+    });
+    conditions
+}
+
+/// What both webhooks leave alone: the control plane's writers, the policy's exempt
+/// subjects and exempt namespaces.
+fn common(policy: &Policy) -> Vec<Condition> {
+    let users = CONTROL_PLANE_USERS
+        .iter()
+        .map(|u| format!("    {}", quoted(u)))
+        .collect::<Vec<_>>()
+        .join(",\n");
+    let mut conditions = vec![Condition {
+        name: "not-the-control-plane",
+        expression: format!(
+            "!(request.userInfo.username in [\n{users}]\n  || request.userInfo.username.startsWith({}))",
+            quoted(CONTROL_PLANE_USER_PREFIX)
+        ),
+    }];
+    if let Some(expression) = exempt_subjects_condition(policy) {
+        conditions.push(Condition {
+            name: EXEMPT_SUBJECTS_CONDITION,
+            expression,
+        });
+    }
+    if !policy.exempt_namespaces.is_empty() {
+        conditions.push(Condition {
+            name: "not-an-exempt-namespace",
+            expression: format!(
+                "!(request.namespace in [{}])",
+                list(&policy.exempt_namespaces)
+            ),
+        });
+    }
+    conditions
+}
+
+/// A Service with a selector, neither ExternalName nor with externalIPs, and not a headless
+/// one whose targetPort differs from its port, that already had a selector before this
+/// UPDATE: no rule finds anything in it (its endpoints are the controllers'; a selector
+/// added over hand-written endpoints is judged on the write that adds it, and a CREATE may
+/// be that write). A DELETE is only ever answered with a warning for a selectorless Service
+/// that is not an ExternalName, which leaves hand-written EndpointSlices behind.
+fn may_be_judged() -> String {
+    format!(
+        "request.operation == 'DELETE'\n  ? request.resource.resource == 'services' && !({})\n    && (!has(oldObject.spec.type) || oldObject.spec.type != 'ExternalName')\n  : !(request.resource.resource == 'services' && request.operation == 'UPDATE'\n      && {} && {}\n      && (!has(object.spec.type) || object.spec.type != 'ExternalName')\n      && (!has(object.spec.externalIPs) || size(object.spec.externalIPs) == 0)\n      && (!has(object.spec.clusterIP) || object.spec.clusterIP != 'None' || !has(object.spec.ports)\n          || object.spec.ports.all(p, !has(p.targetPort) || p.targetPort == p.port)))",
+        selector("oldObject"),
+        selector("object"),
+        selector("oldObject"),
+    )
+}
+
+/// `<of>` has a non-empty selector.
+fn selector(of: &str) -> String {
+    format!("(has({of}.spec.selector) && size({of}.spec.selector) > 0)")
+}
+
+/// Writes the mutating webhook may patch: the Services that leave the cluster (or carry
+/// extsvc-guard's own keys to remove), unless everything it would set is already set; and
+/// Endpoints/EndpointSlices when the policy requires metadata of them.
+fn may_be_patched(policy: &Policy) -> String {
+    let shape_key = format!("{}/shape", policy.metadata_prefix);
+    let target_key = format!("{}/target", policy.metadata_prefix);
+    let required = |kind: Kind| -> Vec<String> {
+        let mut present = Vec::new();
+        for (map, keys) in [
+            ("labels", &policy.required.labels),
+            ("annotations", &policy.required.annotations),
+        ] {
+            for key in keys.iter().filter(|k| k.kinds.contains(&kind)) {
+                let has = format!(
+                    "(has(object.metadata.{map}) && {} in object.metadata.{map})",
+                    quoted(&key.key)
+                );
+                present.push(match (&key.source, key.overwrite) {
+                    (ValueSource::Fixed(value), true) => format!(
+                        "({has} && object.metadata.{map}[{}] == {})",
+                        quoted(&key.key),
+                        quoted(value)
+                    ),
+                    _ => has,
+                });
+            }
+        }
+        present
+    };
+    let mut for_services = vec![];
+    // Leaving the cluster: ExternalName, or no selector.
+    let leaves = format!(
+        "((has(object.spec.type) && object.spec.type == 'ExternalName') || !{})",
+        selector("object")
+    );
+    let carries_ours = format!(
+        "(has(object.metadata.labels) && {shape} in object.metadata.labels) || (has(object.metadata.annotations) && {target} in object.metadata.annotations)",
+        shape = quoted(&shape_key),
+        target = quoted(&target_key)
+    );
+    // ExternalName with the shape label and the target annotation already right; any other
+    // Service that leaves the cluster may need its target recomputed from its endpoints.
+    let mut settled = vec![];
+    if policy.shape_metadata {
+        settled.push(format!(
+            "has(object.spec.type) && object.spec.type == 'ExternalName' && has(object.spec.externalName)\n      && has(object.metadata.labels) && {shape} in object.metadata.labels && object.metadata.labels[{shape}] == 'external-name'\n      && has(object.metadata.annotations) && {target} in object.metadata.annotations\n      && (object.metadata.annotations[{target}] == object.spec.externalName || object.metadata.annotations[{target}] + '.' == object.spec.externalName)",
+            shape = quoted(&shape_key),
+            target = quoted(&target_key)
+        ));
+    }
+    settled.extend(required(Kind::Service));
+    let service_settled = if policy.shape_metadata {
+        settled.join("\n      && ")
+    } else if settled.is_empty() {
+        "true".to_owned()
+    } else {
+        settled.join("\n      && ")
+    };
+    for_services.push(format!(
+        "request.resource.resource == 'services'\n  && ({leaves} && !({service_settled})\n      || !{leaves} && ({carries_ours}))"
+    ));
+    for (kind, resource) in [
+        (Kind::Endpoints, "endpoints"),
+        (Kind::EndpointSlice, "endpointslices"),
+    ] {
+        let needed = required(kind);
+        if !needed.is_empty() {
+            for_services.push(format!(
+                "request.resource.resource == '{resource}' && !({})",
+                needed.join(" && ")
+            ));
+        }
+    }
+    for_services.join("\n  || ")
+}
+
+/// The name of the exempt-subjects condition.
 pub const EXEMPT_SUBJECTS_CONDITION: &str = "not-an-exempt-subject";
 
 /// A CEL expression true for requests that are not by an exempt subject of `policy`, or
@@ -18,19 +180,16 @@ pub fn exempt_subjects_condition(policy: &Policy) -> Option<String> {
         if o.exempt_subjects.is_empty() || o.names.is_empty() {
             continue;
         }
-        let names = o
-            .names
-            .iter()
-            .map(|n| quoted(n))
-            .collect::<Vec<_>>()
-            .join(", ");
         let subjects = o
             .exempt_subjects
             .iter()
             .map(subject)
             .collect::<Vec<_>>()
             .join(" || ");
-        exempt.push(format!("(request.namespace in [{names}] && ({subjects}))"));
+        exempt.push(format!(
+            "(request.namespace in [{}] && ({subjects}))",
+            list(&o.names)
+        ));
     }
     (!exempt.is_empty()).then(|| format!("!({})", exempt.join(" || ")))
 }
@@ -58,33 +217,61 @@ fn subject(subject: &Subject) -> String {
     }
 }
 
+/// `'a', 'b'`.
+fn list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| quoted(i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A CEL string literal.
 fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// A kustomize patch (RFC 6902 operations, as YAML) adding the exempt-subjects condition to
-/// a webhook configuration whose first webhook already has `matchConditions` (both of
-/// `deploy/`'s do): apply it to the ValidatingWebhookConfiguration and the
-/// MutatingWebhookConfiguration alike.
-pub fn exempt_subjects_patch(policy: &Policy, source: &str) -> Option<String> {
-    let expression = exempt_subjects_condition(policy)?;
+/// `conditions` as the YAML of a `matchConditions` list, indented by `indent` spaces, each
+/// expression a literal block.
+pub fn conditions_yaml(conditions: &[Condition], indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = String::new();
+    for c in conditions {
+        out.push_str(&format!("{pad}- name: {}\n{pad}  expression: |-\n", c.name));
+        for line in c.expression.lines() {
+            out.push_str(&format!("{pad}    {line}\n"));
+        }
+    }
+    out
+}
+
+/// A kustomize Component that puts the conditions `policy` needs into both webhook
+/// configurations of `deploy/`: save it as `<dir>/kustomization.yaml` and list `<dir>` under
+/// `components:` in your overlay.
+pub fn kustomize_component(policy: &Policy, source: &str) -> String {
     let mut out = format!(
-        "# matchConditions for the exemptSubjects of {source}: the API server never calls the\n\
-         # webhook for their writes. Regenerate with `extsvc-guard policy match-conditions` when\n\
-         # the policy's exemptSubjects change.\n"
+        "# matchConditions for {source}, generated by `extsvc-guard policy match-conditions`:\n\
+         # the API server calls the webhooks only for the writes this policy may deny, warn about\n\
+         # or patch. Generate it again whenever the policy changes.\n"
     );
     if label_selected_exemptions(policy) {
         out.push_str(
-            "# Overrides that select namespaces only by labels are not here (a webhook's conditions\n\
-             # do not see namespace labels): the server still exempts those writes, but they wait on it.\n",
+            "# Exempt subjects of overrides that select namespaces only by labels are not here (a\n\
+             # webhook's conditions do not see namespace labels): the server still exempts their\n\
+             # writes, but they wait on it.\n",
         );
     }
-    out.push_str(&format!(
-        "- op: add\n  path: /webhooks/0/matchConditions/-\n  value:\n    name: {EXEMPT_SUBJECTS_CONDITION}\n    expression: {}\n",
-        serde_json::Value::String(expression)
-    ));
-    Some(out)
+    out.push_str("apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\npatches:\n");
+    for (kind, conditions) in [
+        ("ValidatingWebhookConfiguration", validating(policy)),
+        ("MutatingWebhookConfiguration", mutating(policy)),
+    ] {
+        out.push_str(&format!(
+            "  - target:\n      kind: {kind}\n      name: extsvc-guard\n    patch: |-\n      - op: replace\n        path: /webhooks/0/matchConditions\n        value:\n"
+        ));
+        out.push_str(&conditions_yaml(&conditions, 10));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -104,6 +291,16 @@ mod tests {
             exempt_subjects_condition(&p).unwrap(),
             "!(request.userInfo.username == 'system:serviceaccount:databases:patroni' || (has(request.userInfo.groups) && 'platform:mirrors' in request.userInfo.groups) || request.userInfo.username == 'ci-deployer')"
         );
+        let names: Vec<&str> = validating(&p).iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "not-the-control-plane",
+                "not-an-exempt-subject",
+                "not-an-exempt-namespace",
+                "may-be-judged"
+            ]
+        );
     }
 
     #[test]
@@ -116,17 +313,36 @@ mod tests {
             "!((request.namespace in ['legacy', 'old'] && (request.userInfo.username == 'bob')))"
         );
         assert!(label_selected_exemptions(&p));
-        let patch = exempt_subjects_patch(&p, "p.yaml").unwrap();
+        let component = kustomize_component(&p, "p.yaml");
         assert!(
-            patch.contains("select namespaces only by labels"),
-            "{patch}"
+            component.contains("select namespaces only by labels"),
+            "{component}"
         );
     }
 
     #[test]
-    fn no_exemption_no_condition() {
+    fn without_exemptions_there_is_no_exempt_subjects_condition() {
         assert_eq!(exempt_subjects_condition(&Policy::embedded()), None);
-        assert_eq!(exempt_subjects_patch(&Policy::embedded(), "default"), None);
+        assert!(
+            validating(&Policy::embedded())
+                .iter()
+                .all(|c| c.name != EXEMPT_SUBJECTS_CONDITION)
+        );
+    }
+
+    #[test]
+    fn required_metadata_of_endpoints_brings_them_to_the_mutating_webhook() {
+        let none = may_be_patched(&Policy::embedded());
+        assert!(!none.contains("'endpoints'"), "{none}");
+        let p = policy(
+            "requiredMetadata:\n  labels: [{key: owner, value: platform, kinds: [Endpoints]}]\n",
+        );
+        let some = may_be_patched(&p);
+        assert!(
+            some.contains("request.resource.resource == 'endpoints' && !((has(object.metadata.labels) && 'owner' in object.metadata.labels))"),
+            "{some}"
+        );
+        assert!(!some.contains("'endpointslices'"), "{some}");
     }
 
     #[test]

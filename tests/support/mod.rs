@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_extsvc-guard");
 
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
