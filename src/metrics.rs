@@ -31,6 +31,12 @@ pub struct FindingLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `validating` or `mutating`.
+    pub webhook: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// `certificate`, `policy` or `client-ca`.
     pub what: &'static str,
@@ -63,6 +69,7 @@ pub struct Metrics {
     cache_event_age: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     confirmations: Family<OutcomeLabels, Counter>,
     connections_open: Gauge<i64, std::sync::atomic::AtomicI64>,
+    webhook_conditions: Family<WebhookLabels, Gauge>,
     connections_refused: Counter,
 }
 
@@ -179,6 +186,12 @@ impl Metrics {
             "Admission connections closed at once because --max-connections were open",
             connections_refused.clone(),
         );
+        let webhook_conditions = Family::<WebhookLabels, Gauge>::default();
+        registry.register(
+            "webhook_conditions_current",
+            "1 when the installed webhook configuration's matchConditions are what the policy needs, 0 when they differ (generate them with extsvc-guard policy match-conditions)",
+            webhook_conditions.clone(),
+        );
         // Reload series exist from the start, so an alert on failures sees 0, not nothing.
         for what in ["certificate", "policy", "client-ca"] {
             let _ = reloads.get_or_create(&ReloadLabels { what });
@@ -200,7 +213,15 @@ impl Metrics {
             confirmations,
             connections_open,
             connections_refused,
+            webhook_conditions,
         }
+    }
+
+    /// Whether the `webhook` configuration's installed matchConditions are current.
+    pub fn webhook_conditions(&self, webhook: &'static str, current: bool) {
+        self.webhook_conditions
+            .get_or_create(&WebhookLabels { webhook })
+            .set(i64::from(current));
     }
 
     pub fn record_decision(&self, path: &'static str, decision: &Decision, seconds: f64) {

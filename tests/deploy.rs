@@ -1482,7 +1482,12 @@ fn the_cluster_role_grants_get_list_watch_on_the_four_resources_and_list_on_pods
         let role: ClusterRole = rendered.only();
         let mut granted = BTreeSet::new();
         for rule in role.rules.iter().flatten() {
-            assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
+            assert!(rule.non_resource_urls.is_none());
+            // Only its own webhook configurations are named; everything else is read whole.
+            if let Some(names) = &rule.resource_names {
+                assert_eq!(names, &["extsvc-guard"], "{overlay}");
+                assert_eq!(rule.verbs, ["get"], "{overlay}");
+            }
             let mut verbs = rule.verbs.clone();
             verbs.sort();
             for group in rule.api_groups.iter().flatten() {
@@ -1504,6 +1509,16 @@ fn the_cluster_role_grants_get_list_watch_on_the_four_resources_and_list_on_pods
             ("gateway.networking.k8s.io", "httproutes", "list"),
             ("gateway.networking.k8s.io", "grpcroutes", "list"),
             ("gateway.networking.k8s.io", "tlsroutes", "list"),
+            (
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                "get",
+            ),
+            (
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                "get",
+            ),
         ]
         .into_iter()
         .map(|(g, r, v)| (g, r, v.to_owned()))

@@ -60,6 +60,16 @@ pub struct ServeArgs {
     /// must stay below --webhook-timeout.
     #[arg(long, default_value = "1500ms", value_parser = parse_duration, value_name = "DURATION")]
     confirm_timeout: Duration,
+    /// The name of the ValidatingWebhookConfiguration and MutatingWebhookConfiguration that
+    /// call this server: their matchConditions are compared with what the policy needs, and
+    /// a difference is logged and shown in extsvc_guard_webhook_conditions_current.
+    #[arg(
+        long,
+        default_value = "extsvc-guard",
+        value_name = "NAME",
+        conflicts_with = "no_cluster"
+    )]
+    webhook_configuration: String,
     /// The webhook configurations' timeoutSeconds: how long the API server waits for an
     /// answer. --request-timeout plus --confirm-timeout must stay below it, so the API server
     /// always gets an answer, never a timeout; serve refuses to start otherwise.
@@ -222,6 +232,7 @@ pub fn run(args: ServeArgs) -> u8 {
             namespaces: args.watch_namespace,
             max_staleness: args.max_staleness,
             confirm_timeout: args.confirm_timeout,
+            webhook_configuration: args.webhook_configuration,
         }
     };
     let config = Config {

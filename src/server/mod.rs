@@ -5,6 +5,7 @@
 //! policy and cluster view, and its decision goes back. Certificates and policy reload
 //! without a restart ([`reload`]); SIGTERM drains in-flight requests.
 
+pub mod conditions;
 pub mod connections;
 pub mod large;
 pub mod reload;
@@ -109,6 +110,8 @@ pub enum ClusterConfig {
         max_staleness: Duration,
         /// Longest wait for the API server when confirming a cross-object denial.
         confirm_timeout: Duration,
+        /// The webhook configurations whose matchConditions are compared with the policy.
+        webhook_configuration: String,
     },
 }
 
@@ -622,12 +625,25 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
 
     let (cluster, cluster_note) = start_cluster(&config.cluster).await?;
+    let conditions = match (&cluster, &config.cluster) {
+        (
+            Some(cluster),
+            ClusterConfig::Watch {
+                webhook_configuration,
+                ..
+            },
+        ) => Some((cluster.client.clone(), webhook_configuration.clone())),
+        _ => None,
+    };
     let state = Arc::new(State::new(
         policy,
         config.request_timeout,
         config.large_review_budget,
         cluster,
     ));
+    // Runs for the life of the process.
+    let _conditions_task = conditions
+        .map(|(client, name)| tokio::spawn(conditions::watch(client, name, Arc::clone(&state))));
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
         .map_err(|e| {
@@ -762,6 +778,7 @@ async fn start_cluster(config: &ClusterConfig) -> Result<(Option<Cluster>, Strin
         namespaces,
         max_staleness,
         confirm_timeout,
+        ..
     } = config
     else {
         return Ok((None, format!("{without} (--no-cluster)")));
