@@ -782,7 +782,18 @@ async fn a_changed_policy_takes_effect_and_a_broken_one_keeps_the_previous() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_turns_readiness_off_and_answers_the_requests_in_flight_before_exiting() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut server = Server::start(&["--shutdown-grace", "5s", "--shutdown-delay", "300ms"]);
+    // A delay long enough that a new connection is surely made within it on a busy machine,
+    // and bodies that may take longer than that.
+    let mut server = Server::start(&[
+        "--shutdown-grace",
+        "8s",
+        "--shutdown-delay",
+        "2s",
+        "--request-timeout",
+        "6s",
+        "--webhook-timeout",
+        "10s",
+    ]);
     let body = fixture("012-Service-CREATE.json");
     // Requests in flight: headers and half the body sent, the rest after SIGTERM.
     let mut streams = Vec::new();
@@ -825,7 +836,7 @@ async fn sigterm_turns_readiness_off_and_answers_the_requests_in_flight_before_e
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.contains("\"allowed\":false"), "{answer}");
     }
-    let status = server.wait_exit(Duration::from_secs(6));
+    let status = server.wait_exit(Duration::from_secs(9));
     assert!(status.success(), "{status}");
     server.wait_log("\"message\":\"stopped\"");
 }

@@ -37,10 +37,7 @@ pub(super) fn read(kind: &str, text: &str) -> Result<Object, serde_json::Error> 
 
 /// Reads the next value of `deserializer` as the judged `kind`: what [`read`] does with a
 /// text, done in place while the review around the object is read.
-pub(super) fn read_from<'de, D: Deserializer<'de>>(
-    kind: &str,
-    deserializer: D,
-) -> Result<Object, D::Error> {
+fn read_from<'de, D: Deserializer<'de>>(kind: &str, deserializer: D) -> Result<Object, D::Error> {
     Ok(match kind {
         "Service" => {
             let s = ServiceText::deserialize(deserializer)?;

@@ -347,7 +347,7 @@ async fn admit(
         Ok(request) => {
             let dry_run = request.dry_run.unwrap_or(false);
             let decision = match admission::prepare(&request, endpoint) {
-                admission::Prepared::Answered(decision) => decision,
+                admission::Prepared::Answered(decision) => *decision,
                 admission::Prepared::Judge(subject) => {
                     let policy = state.policy();
                     let decision = subject.judge(state.view.as_ref(), &policy);
