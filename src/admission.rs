@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::cluster::{ClusterView, written_by_controller};
 use crate::finding::{Action, Finding, RuleId};
-use crate::mutation::{self, PatchOp};
+use crate::mutation;
 use crate::object::{Object, ServiceShape, same_endpoints};
 use crate::policy::Policy;
 use crate::rules::{Mode, judge};
@@ -220,7 +220,7 @@ pub struct Decision {
     pub status: Option<Status>,
     pub warnings: Vec<String>,
     pub audit: Option<String>,
-    pub patch: Vec<PatchOp>,
+    pub patch: json_patch::Patch,
     pub verdict: Verdict,
     /// `Service`, `Endpoints`, `EndpointSlice`, or `other`.
     pub kind: &'static str,
@@ -239,7 +239,7 @@ impl Decision {
             status: None,
             warnings: Vec::new(),
             audit: None,
-            patch: Vec::new(),
+            patch: json_patch::Patch::default(),
             verdict: Verdict::Allowed,
             kind,
             operation: request.operation.as_str(),
@@ -257,7 +257,7 @@ impl Decision {
             status: None,
             warnings: Vec::new(),
             audit: None,
-            patch: Vec::new(),
+            patch: json_patch::Patch::default(),
             verdict: Verdict::Invalid,
             kind: "other",
             operation: "",
@@ -312,7 +312,7 @@ impl Decision {
 
     /// The AdmissionReview answering this decision.
     pub fn to_json(&self) -> Vec<u8> {
-        let patch = (!self.patch.is_empty()).then(|| {
+        let patch = (!self.patch.0.is_empty()).then(|| {
             let mut json = Vec::with_capacity(256);
             // Serialising a list of plain enums into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut json, &self.patch);
@@ -630,7 +630,7 @@ impl Subject<'_> {
                 let mut decision = decision;
                 decision.warnings = m.warnings.iter().map(|w| warning_line(w)).collect();
                 decision.patch = m.patch;
-                decision.verdict = if !decision.patch.is_empty() {
+                decision.verdict = if !decision.patch.0.is_empty() {
                     Verdict::Patched
                 } else if !decision.warnings.is_empty() {
                     Verdict::Warned
@@ -1130,7 +1130,7 @@ mod tests {
             for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
                 let d = decide(&request, &NoClusterView, &policy, endpoint);
                 assert_eq!((d.allowed, d.verdict), (true, Verdict::Skipped), "{user}");
-                assert!(d.patch.is_empty());
+                assert!(d.patch.0.is_empty());
             }
         }
         // The same write by anyone else is judged; an account of the same name elsewhere too.

@@ -5,10 +5,10 @@
 //! required keys come from [`required_metadata::plan`], the same plan the
 //! `required-metadata` rule reports, so `check` and `/mutate` never disagree.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 
 use crate::cluster::ClusterView;
 use crate::object::{Object, ServiceShape};
@@ -18,27 +18,10 @@ use crate::rules::required_metadata::{self, MetadataMap, Outcome};
 /// How many `address:port` pairs `<prefix>/target` lists before it summarises the rest.
 const TARGETS_LISTED: usize = 4;
 
-/// One RFC 6902 operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum PatchOp {
-    Add {
-        path: String,
-        value: serde_json::Value,
-    },
-    Replace {
-        path: String,
-        value: serde_json::Value,
-    },
-    Remove {
-        path: String,
-    },
-}
-
 /// The patch for one object, and what could not be done.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mutation {
-    pub patch: Vec<PatchOp>,
+    pub patch: Patch,
     /// Keys skipped, with why (for the `warnings` of the admission response).
     pub warnings: Vec<String>,
 }
@@ -114,9 +97,8 @@ pub fn mutate(object: &Object, view: &dyn ClusterView, policy: &Policy) -> Mutat
     if policy.shape_metadata
         && let Object::Service(service) = object
     {
-        // concat, not format!: this runs for every Service reviewed, and format! costs more.
-        let shape_key = [policy.metadata_prefix.as_str(), "/shape"].concat();
-        let target_key = [policy.metadata_prefix.as_str(), "/target"].concat();
+        let shape_key = format!("{}/shape", policy.metadata_prefix);
+        let target_key = format!("{}/target", policy.metadata_prefix);
         let shape = ServiceShape::of(service);
         let (shape_wanted, target_wanted) = match Shape::of(shape) {
             Some(label) => {
@@ -173,63 +155,48 @@ fn noun(map: MetadataMap) -> &'static str {
 
 /// Turns wanted keys into operations against the object as it is: nothing for a key that
 /// already has its value, the map itself first when the object has none.
-fn patch_for(object: &Object, changes: &[Change]) -> Vec<PatchOp> {
+fn patch_for(object: &Object, changes: &[Change]) -> Patch {
     let meta = object.metadata();
     let mut ops = Vec::new();
     for map in [MetadataMap::Labels, MetadataMap::Annotations] {
-        let current: Option<&BTreeMap<String, String>> = match map {
-            MetadataMap::Labels => meta.labels.as_ref(),
-            MetadataMap::Annotations => meta.annotations.as_ref(),
+        let (current, name) = match map {
+            MetadataMap::Labels => (meta.labels.as_ref(), "labels"),
+            MetadataMap::Annotations => (meta.annotations.as_ref(), "annotations"),
         };
-        let map_path = match map {
-            MetadataMap::Labels => "/metadata/labels",
-            MetadataMap::Annotations => "/metadata/annotations",
-        };
+        let map_path = PointerBuf::from_tokens(["metadata", name]);
         let mut created = current.is_some();
         for change in changes.iter().filter(|c| c.map == map) {
-            let path = json_pointer(map_path, &change.key);
+            let path = PointerBuf::from_tokens(["metadata", name, change.key.as_str()]);
             let present = current.and_then(|m| m.get(&change.key));
             match (&change.wanted, present) {
                 (Wanted::Set(value), Some(v)) if v == value => {}
-                (Wanted::Set(value), Some(_)) => ops.push(PatchOp::Replace {
-                    path,
-                    value: value.clone().into(),
-                }),
-                (Wanted::Set(value), None) => {
-                    if !created {
-                        ops.push(PatchOp::Add {
-                            path: map_path.to_owned(),
-                            value: serde_json::Value::Object(serde_json::Map::new()),
-                        });
-                        created = true;
-                    }
-                    ops.push(PatchOp::Add {
+                (Wanted::Set(value), Some(_)) => {
+                    ops.push(PatchOperation::Replace(ReplaceOperation {
                         path,
                         value: value.clone().into(),
-                    });
+                    }))
                 }
-                (Wanted::Unset, Some(_)) => ops.push(PatchOp::Remove { path }),
+                (Wanted::Set(value), None) => {
+                    if !created {
+                        ops.push(PatchOperation::Add(AddOperation {
+                            path: map_path.clone(),
+                            value: serde_json::Value::Object(serde_json::Map::new()),
+                        }));
+                        created = true;
+                    }
+                    ops.push(PatchOperation::Add(AddOperation {
+                        path,
+                        value: value.clone().into(),
+                    }));
+                }
+                (Wanted::Unset, Some(_)) => {
+                    ops.push(PatchOperation::Remove(RemoveOperation { path }))
+                }
                 (Wanted::Unset, None) => {}
             }
         }
     }
-    ops
-}
-
-/// The JSON pointer to `token` under `parent`, escaped as RFC 6901 says (`~` is written `~0`
-/// and `/` is written `~1`) in one pass: every patched key has a `/` to escape.
-fn json_pointer(parent: &str, token: &str) -> String {
-    let mut pointer = String::with_capacity(parent.len() + token.len() + 4);
-    pointer.push_str(parent);
-    pointer.push('/');
-    for c in token.chars() {
-        match c {
-            '~' => pointer.push_str("~0"),
-            '/' => pointer.push_str("~1"),
-            c => pointer.push(c),
-        }
-    }
-    pointer
+    Patch(ops)
 }
 
 /// Where a Service really goes: its externalName host, or the addresses and ports of its
@@ -337,18 +304,26 @@ mod tests {
         let (fixed, _) = first(yaml);
         view.insert(&fixed);
         let m = mutate(&objects[0], &view, &Policy::embedded());
+        let ops = ops_json(&m);
+        let has = |path: &str, value: &str| {
+            ops.as_array()
+                .unwrap()
+                .contains(&serde_json::json!({"op": "add", "path": path, "value": value}))
+        };
         assert!(
-            m.patch.contains(&PatchOp::Add {
-                path: "/metadata/annotations/extsvc-guard.io~1target".into(),
-                value: "114.32.146.154:3306".into()
-            }),
-            "{:#?}",
-            m.patch
+            has(
+                "/metadata/annotations/extsvc-guard.io~1target",
+                "114.32.146.154:3306"
+            ),
+            "{ops:#}"
         );
-        assert!(m.patch.contains(&PatchOp::Add {
-            path: "/metadata/labels/extsvc-guard.io~1shape".into(),
-            value: "headless-mapping".into()
-        }));
+        assert!(
+            has(
+                "/metadata/labels/extsvc-guard.io~1shape",
+                "headless-mapping"
+            ),
+            "{ops:#}"
+        );
     }
 
     #[test]
@@ -385,10 +360,8 @@ mod tests {
 
     #[test]
     fn json_pointer_escaping_writes_tilde_before_slash() {
-        assert_eq!(
-            json_pointer("/metadata/labels", "a~b/c~1"),
-            "/metadata/labels/a~0b~1c~01"
-        );
+        let pointer = PointerBuf::from_tokens(["metadata", "labels", "a~b/c~1"]);
+        assert_eq!(pointer.as_str(), "/metadata/labels/a~0b~1c~01");
     }
 
     #[test]

@@ -543,7 +543,7 @@ fn log_decision(path: &str, d: &Decision, dry_run: bool, elapsed: Duration) {
         dry_run,
         verdict: d.verdict.as_str(),
         rules: &d.rule_ids(),
-        patch_ops: d.patch.len(),
+        patch_ops: d.patch.0.len(),
         latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         denial: d.status.as_ref().map(|s| s.message.as_str()).unwrap_or(""),
     }
