@@ -18,6 +18,7 @@ mod apiserver {
     pub mod controllers;
     pub mod deploy;
     pub mod drills;
+    pub mod guard;
     pub mod kubectl_apply;
     pub mod scan;
 }
