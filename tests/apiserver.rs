@@ -15,6 +15,7 @@ mod envtest;
 
 mod apiserver {
     pub mod cache;
+    pub mod consumers;
     pub mod controllers;
     pub mod deploy;
     pub mod drills;
