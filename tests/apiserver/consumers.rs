@@ -211,6 +211,72 @@ async fn with_consumer_awareness_off_an_ip_externalname_is_denied_whatever_consu
 }
 
 // ---------------------------------------------------------------------------------------
+// In-cluster aliases
+
+/// An ExternalName Service aliasing `target`.
+fn alias(ns: &str, name: &str, target: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+           "spec": {"type": "ExternalName", "externalName": target}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alias_to_a_missing_in_cluster_service_is_warned_and_one_into_another_namespace_is_deniable()
+ {
+    let Some(cp) = envtest::control_plane() else {
+        return;
+    };
+    let (ns, other) = (
+        cp.namespace("aliases", &[]),
+        cp.namespace("aliases-other", &[]),
+    );
+    let dir = cp.tempdir();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "rules:\n  externalname-cross-namespace: deny\n").unwrap();
+    let server = serve(&cp, &["--policy", policy.to_str().unwrap()]);
+    let _webhooks = registered(&cp, &server, "aliases", &[&ns]).await;
+
+    let (stdout, stderr) = create(
+        &cp,
+        &alias(&ns, "orders", &format!("db.{ns}.svc.cluster.local")),
+    );
+    assert_eq!(stdout, "service/orders created\n", "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "Warning: [externalname-target-missing] Service {ns}/orders spec.externalName: "
+        )),
+        "{stderr}"
+    );
+    // Once Service db exists, an alias to it says nothing (the watch delivers it a moment later).
+    cp.apply(
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": ns},
+        "spec": {"ports": [{"name": "pg", "port": 5432}]}})
+        .to_string(),
+    );
+    eventually(
+        std::time::Duration::from_secs(20),
+        "an alias to the existing Service is admitted without warnings",
+        || {
+            let out = cp.kubectl(
+                &["create", "--dry-run=server", "-f", "-"],
+                Some(&alias(&ns, "orders-2", &format!("db.{ns}.svc")).to_string()),
+            );
+            texts(&out).1.is_empty().then_some(())
+        },
+    );
+    // Into another namespace: off by default, denied by this policy.
+    let (_, stderr) = create(
+        &cp,
+        &alias(&ns, "reports", &format!("db.{other}.svc.cluster.local")),
+    );
+    assert!(
+        stderr.contains(&denied(&format!(
+            "[externalname-cross-namespace] Service {ns}/reports spec.externalName: "
+        ))),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Gateway API
 
 const HTTPROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
