@@ -1081,6 +1081,27 @@ fn a_json_stream_of_concatenated_objects_is_read_like_kubectl_reads_it() {
 }
 
 #[test]
+#[ignore = "src bug: an object defined in two files of one run is judged twice, silently (b.yaml is named nowhere) vs reported with both places (issue 23, item 6)"]
+fn an_object_defined_in_two_files_is_reported_with_both_places() {
+    let dir = workspace(&[
+        (
+            "a.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec: {type: ExternalName, externalName: 192.168.1.10}\n",
+        ),
+        (
+            "b.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec: {type: ExternalName, externalName: db.example.com}\n",
+        ),
+    ]);
+    let out = run(dir.path(), &["check", "a.yaml", "b.yaml"], None);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("a.yaml") && said.contains("b.yaml"),
+        "Service default/ext is in both files: {said}"
+    );
+}
+
+#[test]
 fn kinds_other_than_services_and_endpoints_are_skipped_without_errors() {
     let manifests = "\
 apiVersion: apps/v1
