@@ -16,9 +16,11 @@ mod envtest;
 mod apiserver {
     pub mod cache;
     pub mod conditions;
+    pub mod consumers;
     pub mod controllers;
     pub mod deploy;
     pub mod drills;
+    pub mod guard;
     pub mod kubectl_apply;
     pub mod scan;
 }

@@ -80,7 +80,7 @@ fn is_webhook_configuration(object: &Value) -> bool {
 
 /// Applies everything the overlay renders but the webhook configurations (whose Service
 /// has no Pods here: every call would fail), once; returns kubectl's output of that apply.
-fn install_rendered(cp: &ControlPlane) -> String {
+pub fn install_rendered(cp: &ControlPlane) -> String {
     static INSTALLED: Mutex<Option<String>> = Mutex::new(None);
     let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
     installed

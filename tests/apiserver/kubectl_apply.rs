@@ -12,7 +12,7 @@ use crate::support::BIN;
 use crate::{decisions, repo, serve, texts, wait_ready};
 
 /// The text block that follows `after` in the README.
-fn readme_block(after: &str) -> String {
+pub fn readme_block(after: &str) -> String {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let rest = &readme[readme
         .find(after)
@@ -117,7 +117,7 @@ fn resource(kind: &str) -> &'static str {
 }
 
 /// A warning as the webhook sends it: cut to 400 characters.
-fn warning_line(text: &str) -> String {
+pub fn warning_line(text: &str) -> String {
     if text.chars().count() <= 400 {
         return text.to_owned();
     }
