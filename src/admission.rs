@@ -821,15 +821,23 @@ fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
     decision
 }
 
-/// The denials of `decision` that rest on other objects: those the same request does not
-/// get when its object is judged alone (`alone`: decided with only the namespace's labels,
-/// see [`crate::cluster::LabelsOnly`]).
-pub fn cross_object_denials(decision: &Decision, alone: &Decision) -> usize {
+/// The denials and warnings of `decision` that rest on other objects: those the same
+/// request does not get when its object is judged alone (`alone`: decided with only the
+/// namespace's labels, see [`crate::cluster::LabelsOnly`]).
+pub fn cross_object_findings(decision: &Decision, alone: &Decision) -> usize {
     decision
         .findings
         .iter()
-        .filter(|f| f.action == Action::Deny && !denied_alone(f, alone))
+        .filter(|f| f.action > Action::Info && !found_alone(f, alone))
         .count()
+}
+
+/// Whether `alone` has `f`'s finding (same rule and field) at least as strong.
+fn found_alone(f: &Finding, alone: &Decision) -> bool {
+    alone
+        .findings
+        .iter()
+        .any(|a| a.action >= f.action && a.rule == f.rule && a.field == f.field)
 }
 
 fn denied_alone(f: &Finding, alone: &Decision) -> bool {
@@ -1289,7 +1297,7 @@ mod tests {
                 "target-disallowed"
             ]
         );
-        assert_eq!(cross_object_denials(&d, &alone), 2);
+        assert_eq!(cross_object_findings(&d, &alone), 2);
         let d = downgrade_cross_object(d, &alone, "the API server did not answer");
         assert_eq!(
             d.verdict,

@@ -171,7 +171,7 @@ impl Metrics {
         );
         registry.register(
             "confirmations",
-            "Cross-object denials checked against the API server: confirmed, overturned, unreachable, stale",
+            "Cross-object denials and warnings checked against the API server: confirmed, overturned, unreachable, stale",
             confirmations.clone(),
         );
         let connections_open = Gauge::default();

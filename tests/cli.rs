@@ -1030,7 +1030,6 @@ items:
 }
 
 #[test]
-#[ignore = "src bug: check refuses a JSON stream (\"document 1 is not valid JSON: trailing characters\", exit 2) vs reading each object, as kubectl does (issue 23, item 6)"]
 fn a_json_stream_of_concatenated_objects_is_read_like_kubectl_reads_it() {
     // What `kubectl get -o json` of single objects, concatenated, looks like: one object
     // pretty-printed, the next on one line, the last right behind it (kubectl's decoder
@@ -1081,7 +1080,6 @@ fn a_json_stream_of_concatenated_objects_is_read_like_kubectl_reads_it() {
 }
 
 #[test]
-#[ignore = "src bug: an object defined in two files of one run is judged twice, silently (b.yaml is named nowhere) vs reported with both places (issue 23, item 6)"]
 fn an_object_defined_in_two_files_is_reported_with_both_places() {
     let dir = workspace(&[
         (

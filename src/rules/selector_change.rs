@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{PodCount, ServiceInfo};
+use crate::cluster::{PodCount, ServiceInfo, service_shape};
 use crate::object::{Kind, Object, ServiceShape};
 use crate::policy::RuleAction;
 use crate::rules::{Context, Draft, Mode};
@@ -46,50 +46,58 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     }
 }
 
-/// Hand-written endpoints beside a Service that now has a selector.
+/// Hand-written Endpoints beside a Service that now has a selector: the endpoints
+/// controller replaces them. Hand-written EndpointSlices it leaves alone (the EndpointSlice
+/// controller manages only slices labelled as its own), and kube-proxy keeps using them
+/// beside the Pods', so they alone are no finding.
 fn selector_added(
     service: &ServiceInfo,
     selector: &BTreeMap<String, String>,
     cx: &Context<'_>,
 ) -> Vec<Draft> {
-    let mut replaced = Vec::new();
-    let mut addresses = Vec::new();
-    if let Some(e) = cx.view.endpoints(cx.namespace, &service.name)
-        && !e.claims_controller
-    {
-        replaced.push(format!("Endpoints {}", e.name));
-        addresses.extend(e.addresses);
-    }
-    for s in cx.view.slices_for(cx.namespace, &service.name) {
-        // Mirrored slices copy the Endpoints above; the EndpointSlice controller's own stay.
-        if s.controller.is_none() {
-            replaced.push(format!("EndpointSlice {}", s.name));
-            addresses.extend(s.addresses);
-        }
-    }
-    if replaced.is_empty() {
+    // The Service as the cluster has it before this write: Endpoints of a Service that had
+    // no selector are hand-written, whatever they say about their writer.
+    let before = service_shape(cx.view, cx.namespace, &service.name);
+    let Some(endpoints) = cx
+        .view
+        .endpoints(cx.namespace, &service.name)
+        .filter(|e| !e.maintained(before))
+    else {
         return Vec::new();
-    }
+    };
+    let kept: Vec<String> = cx
+        .view
+        .slices_for(cx.namespace, &service.name)
+        .into_iter()
+        .filter(|s| s.controller.is_none())
+        .map(|s| format!("EndpointSlice {}", s.name))
+        .collect();
     let selector_text = selector
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
     let pods = match cx.view.pods_matching(cx.namespace, selector) {
-        Some(PodCount::Exactly(0)) => {
+        Some(PodCount::Exactly(0)) if kept.is_empty() => {
             "it matches no Pod now: the Service loses all its backends at once".to_owned()
         }
+        Some(PodCount::Exactly(0)) => "it matches no Pod now".to_owned(),
         Some(PodCount::Exactly(1)) => "it matches 1 Pod now".to_owned(),
         Some(PodCount::Exactly(n)) => format!("it matches {n} Pods now"),
         Some(PodCount::AtLeast(n)) => format!("it matches over {n} Pods now"),
         None => "the Pods it matches could not be counted".to_owned(),
     };
+    let kept = if kept.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} keeps its addresses)", all_of(&kept))
+    };
     vec![Draft::violation(
         "spec.selector",
         format!(
-            "selector {selector_text} makes the endpoints controller replace the hand-written {} ({}) with the selected Pods, and {pods}; keep the Service selectorless, or start the Pods first",
-            all_of(&replaced),
-            shown(&addresses),
+            "selector {selector_text} makes the endpoints controller replace the hand-written Endpoints {} ({}) with the selected Pods, and {pods}{kept}; keep the Service selectorless, or start the Pods first",
+            endpoints.name,
+            shown(&endpoints.addresses),
         ),
     )]
 }
@@ -207,10 +215,48 @@ mod tests {
     }
 
     #[test]
-    fn a_selector_service_with_only_controller_endpoints_passes() {
+    fn endpoints_with_a_copied_controller_annotation_of_a_selectorless_service_are_hand_written() {
+        let existing = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: external-service}}\nspec:\n  ports: [{{name: web, port: 80}}]\n---\n{}",
+            HAND_WRITTEN.replace(
+                "metadata: {name: external-service}",
+                "metadata: {name: external-service, annotations: {endpoints.kubernetes.io/last-change-trigger-time: \"2025-03-01T10:00:00Z\"}}"
+            )
+        );
+        let findings = admit(WITH_SELECTOR, &existing, Some(PodCount::Exactly(0)));
+        one(&findings, RuleId::SelectorChange, Action::Warn, "external-service");
+    }
+
+    #[test]
+    fn a_hand_written_slice_the_selector_leaves_in_place_is_named_as_kept() {
+        let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: external-service-1, labels: {kubernetes.io/service-name: external-service}}\naddressType: IPv4\nendpoints: [{addresses: [33.33.33.33]}]\nports: [{name: web, port: 80}]\n";
         let findings = admit(
             WITH_SELECTOR,
-            "apiVersion: v1\nkind: Endpoints\nmetadata: {name: external-service, annotations: {endpoints.kubernetes.io/last-change-trigger-time: \"2026-12-06T22:00:03Z\"}}\n",
+            &format!("{HAND_WRITTEN}---\n{slice}"),
+            Some(PodCount::Exactly(0)),
+        );
+        let f = one(&findings, RuleId::SelectorChange, Action::Warn, "external-service");
+        assert!(
+            f.message.contains("it matches no Pod now (EndpointSlice external-service-1 keeps its addresses)"),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains("loses all"), "{}", f.message);
+        // A hand-written slice alone is a supported way to add endpoints: nothing to say.
+        none(
+            &admit(WITH_SELECTOR, slice, Some(PodCount::Exactly(0))),
+            RuleId::SelectorChange,
+        );
+    }
+
+    #[test]
+    fn a_selector_service_with_only_controller_endpoints_passes() {
+        // The Service already had the selector: its Endpoints are the controller's.
+        let findings = admit(
+            WITH_SELECTOR,
+            &format!(
+                "{WITH_SELECTOR}---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: external-service, annotations: {{endpoints.kubernetes.io/last-change-trigger-time: \"2026-12-06T22:00:03Z\"}}}}\n"
+            ),
             Some(PodCount::Exactly(2)),
         );
         none(&findings, RuleId::SelectorChange);

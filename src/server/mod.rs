@@ -32,6 +32,7 @@ use crate::cluster::cache::ClusterCache;
 use crate::cluster::client::{self, ConnectError, Credentials};
 use crate::cluster::fresh::{FreshReads, FreshScope, Reader};
 use crate::cluster::{ClusterView, LabelsOnly, NoClusterView, Overlay, watch};
+use crate::finding::Action;
 use crate::logging::DecisionLine;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -434,8 +435,17 @@ async fn with_live_reads(
     let namespace = subject.namespace().to_owned();
     let labels_matter = policy.selects_namespaces_by_label();
     let labels_unknown = labels_matter && cluster.cache.namespace_labels(&namespace).is_none();
-    let alone = subject.judge(&LabelsOnly(cluster.cache.as_ref()), policy);
-    let cross_object = admission::cross_object_denials(&decision, &alone) > 0;
+    // Findings that rest on other objects are confirmed by a fresh read, warnings too: a
+    // cache a few milliseconds behind `kubectl apply` must not warn that the Service created
+    // just before its Endpoints does not exist. Judged alone only when there is a finding.
+    let alone = decision
+        .findings
+        .iter()
+        .any(|f| f.action > Action::Info)
+        .then(|| subject.judge(&LabelsOnly(cluster.cache.as_ref()), policy));
+    let cross_object = alone
+        .as_ref()
+        .is_some_and(|alone| admission::cross_object_findings(&decision, alone) > 0);
     let selector_change = subject.selector_change(&decision);
     let consumers = subject.needs_consumers(&decision, policy);
     if !cross_object && !labels_unknown && selector_change.is_none() && !consumers {
@@ -458,11 +468,11 @@ async fn with_live_reads(
     // Whenever the namespace is read, its labels are read too when the policy selects by
     // them: labels the cache does have may be older than the request.
     scope.labels = labels_matter && (labels_unknown || scope != FreshScope::none());
-    let decision = match &stale {
-        Some(stale) if cross_object => {
+    let decision = match (&stale, &alone) {
+        (Some(stale), Some(alone)) if cross_object => {
             metrics.confirmation("stale");
             let reason = format!("the cluster view is stale: {stale}");
-            admission::downgrade_cross_object(decision, &alone, &reason)
+            admission::downgrade_cross_object(decision, alone, &reason)
         }
         _ => decision,
     };
@@ -501,13 +511,13 @@ async fn with_live_reads(
             };
             let judged = subject.judge(&view, policy);
             if confirm {
-                let outcome = if judged.verdict == admission::Verdict::Denied {
+                let outcome = if judged.verdict == decision.verdict {
                     "confirmed"
                 } else {
                     "overturned"
                 };
                 metrics.confirmation(outcome);
-                tracing::debug!(uid = %subject.uid(), outcome, "cross-object denial checked against the API server");
+                tracing::debug!(uid = %subject.uid(), outcome, "cross-object finding checked against the API server");
             }
             judged
         }
@@ -519,11 +529,11 @@ async fn with_live_reads(
             ))
         }
         Err(e) => {
-            if confirm {
+            if let (true, Some(alone)) = (confirm, &alone) {
                 metrics.confirmation("unreachable");
-                tracing::warn!(uid = %subject.uid(), error = %e, "cannot confirm a cross-object denial");
+                tracing::warn!(uid = %subject.uid(), error = %e, "cannot confirm a cross-object finding");
                 let reason = format!("the API server could not confirm it ({e})");
-                admission::downgrade_cross_object(decision, &alone, &reason)
+                admission::downgrade_cross_object(decision, alone, &reason)
             } else {
                 tracing::warn!(uid = %subject.uid(), error = %e, "cannot read what the judgement needs from the namespace");
                 decision

@@ -116,7 +116,7 @@ async fn the_api_server_going_away_under_load_causes_no_false_denial_and_the_cac
     );
     let logs = server.logs().join("\n");
     assert!(
-        logs.contains("cannot confirm a cross-object denial"),
+        logs.contains("cannot confirm a cross-object finding"),
         "{logs}"
     );
 }

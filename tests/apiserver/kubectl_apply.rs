@@ -525,6 +525,7 @@ async fn the_shape_label_and_target_annotation_are_stored_and_a_second_apply_cha
         (stdout.as_str(), stderr.as_str()),
         ("service/orders annotated\n", "")
     );
+    crate::apiserver::guard::settled(&cp, &server, &ns);
     let updates = |path: &str| {
         decisions(&server)
             .into_iter()
