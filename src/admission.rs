@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use crate::cluster::{ClusterView, written_by_controller};
 use crate::finding::{Action, Finding, RuleId};
 use crate::mutation;
-use crate::object::{Object, ServiceShape, same_endpoints};
+use crate::object::{Kind, Object, ServiceShape, same_endpoints};
 use crate::policy::Policy;
 use crate::rules::{Mode, judge};
 
@@ -310,14 +310,15 @@ impl Decision {
         ids
     }
 
-    /// The AdmissionReview answering this decision.
-    pub fn to_json(&self) -> Vec<u8> {
-        let patch = (!self.patch.0.is_empty()).then(|| {
-            let mut json = Vec::with_capacity(256);
-            // Serialising a list of plain enums into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut json, &self.patch);
-            base64::engine::general_purpose::STANDARD.encode(json)
-        });
+    /// The AdmissionReview answering this decision, or why it cannot be written.
+    pub fn to_json(&self) -> Result<Vec<u8>, String> {
+        let patch = if self.patch.0.is_empty() {
+            None
+        } else {
+            let json = serde_json::to_vec(&self.patch)
+                .map_err(|e| format!("the patch cannot be encoded: {e}"))?;
+            Some(base64::engine::general_purpose::STANDARD.encode(json))
+        };
         let review = ReviewOut {
             api_version: API_VERSION,
             kind: "AdmissionReview",
@@ -347,10 +348,9 @@ impl Decision {
             + self.status.as_ref().map_or(0, |s| s.message.len())
             + review.response.patch.as_ref().map_or(0, String::len);
         let mut out = Vec::with_capacity(256 + text_len + text_len / 8);
-        match serde_json::to_writer(&mut out, &review) {
-            Ok(()) => out,
-            Err(_) => Vec::new(),
-        }
+        serde_json::to_writer(&mut out, &review)
+            .map_err(|e| format!("the answer cannot be encoded: {e}"))?;
+        Ok(out)
     }
 }
 
@@ -419,22 +419,27 @@ pub fn is_control_plane_user(username: &str) -> bool {
 
 /// What extsvc-guard judges: (API group, version, kind, resource). The webhook
 /// configurations in `deploy/` must name exactly these resources.
-pub const JUDGED: [(&str, &str, &str, &str); 3] = [
-    ("", "v1", "Service", "services"),
-    ("", "v1", "Endpoints", "endpoints"),
-    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+pub const JUDGED: [(&str, &str, Kind, &str); 3] = [
+    ("", "v1", Kind::Service, "services"),
+    ("", "v1", Kind::Endpoints, "endpoints"),
+    (
+        "discovery.k8s.io",
+        "v1",
+        Kind::EndpointSlice,
+        "endpointslices",
+    ),
 ];
 
 /// The kind of a request extsvc-guard judges, by the request's `kind`.
-fn judged_kind(kind: &GroupVersionKind) -> Option<&'static str> {
+fn judged_kind(kind: &GroupVersionKind) -> Option<Kind> {
     JUDGED
         .iter()
-        .find(|(g, v, k, _)| kind.group == *g && kind.version == *v && kind.kind == *k)
+        .find(|(g, v, k, _)| kind.group == *g && kind.version == *v && kind.kind == k.as_str())
         .map(|(_, _, k, _)| *k)
 }
 
 /// Reads a review's object as `kind`.
-fn read(raw: &RawValue, kind: &str) -> Result<Box<Object>, serde_json::Error> {
+fn read(raw: &RawValue, kind: Kind) -> Result<Box<Object>, serde_json::Error> {
     typed::read(kind, raw.get()).map(Box::new)
 }
 
@@ -456,7 +461,7 @@ pub fn decide(
 /// the objects each time.
 pub struct Subject<'r> {
     request: &'r Request,
-    kind: &'static str,
+    kind: Kind,
     endpoint: Endpoint,
     // Boxed: a subject lives across the server's wait for a live read, inside every
     // request's future, which axum moves.
@@ -492,7 +497,7 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Prepared<'_> {
         &request.user_info.username,
     ) || (endpoint == Endpoint::Mutate && operation == Operation::Delete)
     {
-        return Prepared::Answered(Box::new(Decision::new(request, kind).skipped()));
+        return Prepared::Answered(Box::new(Decision::new(request, kind.as_str()).skipped()));
     }
     // The object the operation leaves behind, or the one it removes.
     let (field, raw) = match operation {
@@ -513,13 +518,15 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Prepared<'_> {
         Ok(object) => object,
         // Never block a delete on what the webhook cannot read.
         Err(message) if operation == Operation::Delete => {
-            let mut decision = Decision::new(request, kind);
+            let mut decision = Decision::new(request, kind.as_str());
             decision.warnings = vec![warning_line(&message)];
             decision.verdict = Verdict::Warned;
             return Prepared::Answered(Box::new(decision));
         }
         Err(message) => {
-            return Prepared::Answered(Box::new(Decision::new(request, kind).invalid(message)));
+            return Prepared::Answered(Box::new(
+                Decision::new(request, kind.as_str()).invalid(message),
+            ));
         }
     };
     let old = match (operation, request.old_object.as_ref()) {
@@ -545,8 +552,7 @@ impl Subject<'_> {
         self.endpoint
     }
 
-    /// "Service", "Endpoints" or "EndpointSlice".
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         self.kind
     }
 
@@ -602,7 +608,7 @@ impl Subject<'_> {
 
     /// The answer, judged against `view`.
     pub fn judge(&self, view: &dyn ClusterView, policy: &Policy) -> Decision {
-        let decision = Decision::new(self.request, self.kind);
+        let decision = Decision::new(self.request, self.kind.as_str());
         let user = &self.request.user_info;
         if !policy.exempt_subjects.is_empty()
             || policy
@@ -942,7 +948,7 @@ mod tests {
     const MYSQL_EP: &str = r#"{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"mysql-ep","namespace":"default"},"subsets":[{"addresses":[{"ip":"114.32.146.154"}],"ports":[{"name":"mysql","port":3306}]}]}"#;
 
     fn answer(decision: &Decision) -> serde_json::Value {
-        serde_json::from_slice(&decision.to_json()).unwrap()
+        serde_json::from_slice(&decision.to_json().unwrap()).unwrap()
     }
 
     #[test]
@@ -1355,7 +1361,10 @@ mod tests {
         let audit = d.audit.clone().unwrap();
         assert_eq!(audit.split("; ").count(), 51, "{audit}");
         assert!(audit.ends_with("; +2950 more"), "{audit}");
-        assert!(d.to_json().len() < 16 * 1024, "the answer stays small");
+        assert!(
+            d.to_json().unwrap().len() < 16 * 1024,
+            "the answer stays small"
+        );
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Service, Kind::Endpoints, Kind::EndpointSlice];
+
+    /// The kind named `name` ("Service", "Endpoints", "EndpointSlice").
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Service => "Service",

@@ -1713,7 +1713,7 @@ fn the_readme_shows_the_denial_and_the_warning_the_webhook_gives_for_an_ip_in_ex
     let request = parse(&body).unwrap();
     let answer = |policy: &Policy| -> Value {
         let decision = decide(&request, &NoClusterView, policy, Endpoint::Validate);
-        serde_json::from_slice::<Value>(&decision.to_json()).unwrap()["response"].clone()
+        serde_json::from_slice::<Value>(&decision.to_json().unwrap()).unwrap()["response"].clone()
     };
     let section = install_section();
     let validating: ValidatingWebhookConfiguration = cert_manager().only();

@@ -42,7 +42,9 @@ pub fn fixture_object(name: &str) -> Value {
 /// confirmation of a cross-object denial (a read from the API server): parse, judge, encode.
 pub fn review(body: &[u8], view: &dyn ClusterView, policy: &Policy, endpoint: Endpoint) -> Vec<u8> {
     match admission::parse(body) {
-        Ok(request) => admission::decide(&request, view, policy, endpoint).to_json(),
+        Ok(request) => admission::decide(&request, view, policy, endpoint)
+            .to_json()
+            .unwrap_or_default(),
         Err(bad) => bad.message.into_bytes(),
     }
 }

@@ -25,10 +25,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::object::Object;
+use crate::object::{Kind, Object};
 
-/// Reads `text` as the judged `kind` ("Service", "Endpoints" or "EndpointSlice").
-pub(super) fn read(kind: &str, text: &str) -> Result<Object, serde_json::Error> {
+/// Reads `text` as an object of the judged `kind`.
+pub(super) fn read(kind: Kind, text: &str) -> Result<Object, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let object = read_from(kind, &mut deserializer)?;
     deserializer.end()?;
@@ -37,9 +37,9 @@ pub(super) fn read(kind: &str, text: &str) -> Result<Object, serde_json::Error> 
 
 /// Reads the next value of `deserializer` as the judged `kind`: what [`read`] does with a
 /// text, done in place while the review around the object is read.
-fn read_from<'de, D: Deserializer<'de>>(kind: &str, deserializer: D) -> Result<Object, D::Error> {
+fn read_from<'de, D: Deserializer<'de>>(kind: Kind, deserializer: D) -> Result<Object, D::Error> {
     Ok(match kind {
-        "Service" => {
+        Kind::Service => {
             let s = ServiceText::deserialize(deserializer)?;
             check_type::<D::Error>(s.api_version, s.kind, "v1", "Service")?;
             Object::Service(Service {
@@ -48,7 +48,7 @@ fn read_from<'de, D: Deserializer<'de>>(kind: &str, deserializer: D) -> Result<O
                 status: s.status,
             })
         }
-        "Endpoints" => {
+        Kind::Endpoints => {
             let e = EndpointsText::deserialize(deserializer)?;
             check_type::<D::Error>(e.api_version, e.kind, "v1", "Endpoints")?;
             Object::Endpoints(Endpoints {
@@ -65,7 +65,7 @@ fn read_from<'de, D: Deserializer<'de>>(kind: &str, deserializer: D) -> Result<O
                 }),
             })
         }
-        _ => {
+        Kind::EndpointSlice => {
             let s = EndpointSliceText::deserialize(deserializer)?;
             check_type::<D::Error>(
                 s.api_version,
@@ -391,7 +391,8 @@ mod tests {
                     continue;
                 }
                 let text = object.to_string();
-                let ours = read(kind, &text).expect("a captured object reads");
+                let ours =
+                    read(Kind::from_name(kind).unwrap(), &text).expect("a captured object reads");
                 let theirs = as_k8s_openapi_reads(kind, &text).expect("k8s-openapi reads it");
                 assert_eq!(ours, theirs, "{} {field}", entry.path().display());
                 count += 1;
@@ -416,7 +417,7 @@ mod tests {
         );
         for (kind, text) in [("Endpoints", endpoints), ("EndpointSlice", slice)] {
             assert_eq!(
-                read(kind, &text).expect("reads"),
+                read(Kind::from_name(kind).unwrap(), &text).expect("reads"),
                 as_k8s_openapi_reads(kind, &text).expect("k8s-openapi reads"),
                 "{kind}"
             );
@@ -429,7 +430,7 @@ mod tests {
                 r#"{"ip":"10.0.0.1"},"#.repeat(before)
             );
             assert_eq!(
-                read("Endpoints", &text).map_err(|e| e.to_string()),
+                read(Kind::Endpoints, &text).map_err(|e| e.to_string()),
                 as_k8s_openapi_reads("Endpoints", &text).map_err(|e| e.to_string()),
                 "{before}"
             );
@@ -448,7 +449,7 @@ mod tests {
         let text = r#"{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"db",
             "managedFields":[{"manager":"kube-controller-manager","operation":"Update",
             "fieldsType":"FieldsV1","fieldsV1":{"f:subsets":{}}}]}}"#;
-        let Object::Endpoints(e) = read("Endpoints", text).expect("reads") else {
+        let Object::Endpoints(e) = read(Kind::Endpoints, text).expect("reads") else {
             panic!("not Endpoints");
         };
         let entries = e.metadata.managed_fields.expect("managed fields");
@@ -466,7 +467,7 @@ mod tests {
         let text = r#"{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"db",
             "managedFields":[{"manager":"kubectl","operation":5,"time":"not a time",
             "apiVersion":[],"subresource":{}}]}}"#;
-        let Object::Endpoints(e) = read("Endpoints", text).expect("reads") else {
+        let Object::Endpoints(e) = read(Kind::Endpoints, text).expect("reads") else {
             panic!("not Endpoints");
         };
         let entries = e.metadata.managed_fields.expect("managed fields");
@@ -478,7 +479,7 @@ mod tests {
             }
         );
         let wrong_manager = text.replace(r#""kubectl""#, "7");
-        assert!(read("Endpoints", &wrong_manager).is_err());
+        assert!(read(Kind::Endpoints, &wrong_manager).is_err());
     }
 
     #[test]
@@ -487,11 +488,11 @@ mod tests {
             r#"{"apiVersion":"v1","kind":"Endpoints"}"#,
             r#"{"apiVersion":"v2","kind":"Service"}"#,
         ] {
-            let err = read("Service", text).expect_err("refused");
+            let err = read(Kind::Service, text).expect_err("refused");
             assert!(as_k8s_openapi_reads("Service", text).is_err());
             assert!(err.to_string().contains("invalid value"), "{err}");
         }
-        assert!(read("Service", "{}").is_ok());
-        assert!(read("EndpointSlice", r#"{"metadata":null}"#).is_ok());
+        assert!(read(Kind::Service, "{}").is_ok());
+        assert!(read(Kind::EndpointSlice, r#"{"metadata":null}"#).is_ok());
     }
 }

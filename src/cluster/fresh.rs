@@ -21,6 +21,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::cluster::ManifestView;
+use crate::object::Kind;
 
 /// What one read found: the namespace's objects, or why they could not be read.
 pub type ReadResult = Arc<Result<ManifestView, String>>;
@@ -39,16 +40,15 @@ pub struct FreshScope {
 }
 
 impl FreshScope {
-    /// What the cross-object denials of a `kind` ("Service", "Endpoints", "EndpointSlice")
-    /// rest on. A Service's rest on the endpoints paired with it (headless port remap, port
+    /// What the cross-object findings of a `kind` rest on. A Service's rest on the endpoints paired with it (headless port remap, port
     /// names). An Endpoints' or EndpointSlice's rest on the namespace's Services (orphaned,
     /// overwritten, paired ports) and on their endpoints: `endpoints-orphaned` denies only
     /// when a likely Service exists, and a Service whose own endpoints were just created is
     /// not one. What a hint's text names beyond that (say, which orphan looks meant for a
     /// Service) may come from the cache: it does not change a verdict.
-    pub fn for_denials_of(kind: &str) -> FreshScope {
+    pub fn for_denials_of(kind: Kind) -> FreshScope {
         FreshScope {
-            services: kind != "Service",
+            services: kind != Kind::Service,
             endpoints: true,
             labels: false,
             consumers: false,
@@ -279,7 +279,7 @@ mod tests {
         let for_endpoints = spawn_read(&reads, "db");
         let for_service = {
             let reads = reads.clone();
-            let scope = FreshScope::for_denials_of("Service");
+            let scope = FreshScope::for_denials_of(Kind::Service);
             tokio::spawn(async move { reads.read("db", scope).await })
         };
         settle().await;
@@ -318,11 +318,11 @@ mod tests {
 
     #[test]
     fn a_denial_is_confirmed_by_reading_the_kinds_it_rests_on() {
-        for kind in ["Endpoints", "EndpointSlice"] {
+        for kind in [Kind::Endpoints, Kind::EndpointSlice] {
             let scope = FreshScope::for_denials_of(kind);
             assert!(scope.services && scope.endpoints && !scope.labels, "{kind}");
         }
-        let service = FreshScope::for_denials_of("Service");
+        let service = FreshScope::for_denials_of(Kind::Service);
         assert!(service.endpoints && !service.services && !service.labels);
     }
 

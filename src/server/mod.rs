@@ -379,7 +379,10 @@ async fn admit(
             None => return refuse(StatusCode::BAD_REQUEST, bad.message),
         },
     };
-    let answer = decision.to_json();
+    let answer = match decision.to_json() {
+        Ok(answer) => answer,
+        Err(message) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, message),
+    };
     drop(body);
     drop(room);
     // The time logged and observed includes encoding the answer: all of the server's own work.

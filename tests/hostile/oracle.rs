@@ -39,7 +39,9 @@ pub fn check_body(body: &[u8]) -> Option<Request> {
             );
             if let Some(uid) = e.uid {
                 // The server answers an AdmissionReview carrying the error (a 400 inside).
-                let answer = Decision::unreadable(uid.clone(), e.message).to_json();
+                let answer = Decision::unreadable(uid.clone(), e.message)
+                    .to_json()
+                    .unwrap();
                 let json = check_answer(&answer, &uid);
                 assert_eq!(json["response"]["allowed"], false);
                 assert_eq!(json["response"]["status"]["code"], 400);
@@ -73,7 +75,7 @@ struct ObjectOnlyRequest {
 /// Checks the answer to a request that was read from `body`: well-formed, and a patch
 /// (mutating side only) that applies to the request's object.
 pub fn check_decision(body: &[u8], request: &Request, decision: &Decision, endpoint: Endpoint) {
-    let json = check_answer(&decision.to_json(), &request.uid);
+    let json = check_answer(&decision.to_json().unwrap(), &request.uid);
     let response = &json["response"];
     if endpoint == Endpoint::Validate {
         assert!(

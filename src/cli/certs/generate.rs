@@ -265,29 +265,26 @@ fn der_time(input: &[u8]) -> Option<(u64, &[u8])> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
         return None;
     }
-    let days = days_from_civil(year, month, day);
-    Some((
-        days * 86_400 + hour * 3600 + minute * 60 + second.min(60),
-        rest,
-    ))
+    let at = jiff::civil::DateTime::new(
+        i16::try_from(year).ok()?,
+        i8::try_from(month).ok()?,
+        i8::try_from(day).ok()?,
+        i8::try_from(hour).ok()?,
+        i8::try_from(minute).ok()?,
+        // A leap second (60) is read as the last second of its minute.
+        i8::try_from(second.min(59)).ok()?,
+        0,
+    )
+    .ok()?
+    .to_zoned(jiff::tz::TimeZone::UTC)
+    .ok()?;
+    Some((u64::try_from(at.timestamp().as_second()).ok()?, rest))
 }
 
 fn digits(bytes: &[u8]) -> Option<u64> {
     bytes.iter().try_fold(0u64, |acc, b| {
         b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
     })
-}
-
-/// Days from 1970-01-01 to the given proleptic Gregorian date, for years from 1970 on
-/// (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
