@@ -25,8 +25,14 @@ pub const API_VERSION: &str = "admission.k8s.io/v1";
 /// The audit annotation key; the API server records it as `<webhook name>/findings`.
 pub const AUDIT_KEY: &str = "findings";
 
-/// Warnings longer than this are cut: the API server truncates what exceeds 4 KiB in total.
-const WARNING_MAX_CHARS: usize = 400;
+/// A warning longer than this is cut.
+const WARNING_MAX_CHARS: usize = 600;
+
+/// The API server cuts every warning of an answer to 256 characters when they are more than
+/// 4 KiB together; past this total, they are cut here to [`WARNING_SHORT_CHARS`] instead,
+/// with a visible end.
+const WARNINGS_TOTAL: usize = 4000;
+const WARNING_SHORT_CHARS: usize = 250;
 
 /// Which webhook is being asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,15 +348,7 @@ impl Decision {
                 patch,
             },
         };
-        // Sized for the whole answer at once, rather than grown from serde_json's 128 bytes.
-        let text_len = self.uid.len()
-            + self.warnings.iter().map(String::len).sum::<usize>()
-            + self.status.as_ref().map_or(0, |s| s.message.len())
-            + review.response.patch.as_ref().map_or(0, String::len);
-        let mut out = Vec::with_capacity(256 + text_len + text_len / 8);
-        serde_json::to_writer(&mut out, &review)
-            .map_err(|e| format!("the answer cannot be encoded: {e}"))?;
-        Ok(out)
+        serde_json::to_vec(&review).map_err(|e| format!("the answer cannot be encoded: {e}"))
     }
 }
 
@@ -765,6 +763,11 @@ fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
             .warnings
             .push(warning_line(&left_out(&warned[MAX_SHOWN..], "warnings")));
     }
+    if decision.warnings.iter().map(String::len).sum::<usize>() > WARNINGS_TOTAL {
+        for line in &mut decision.warnings {
+            cut(line, WARNING_SHORT_CHARS);
+        }
+    }
     let audited: Vec<&Finding> = findings
         .iter()
         .filter(|f| f.action > Action::Info)
@@ -787,20 +790,7 @@ fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
             Verdict::Warned
         };
     } else {
-        // Sized once: a denial's message is a few hundred bytes, else grown by doubling from 8.
-        let mut message = String::with_capacity(
-            denials
-                .iter()
-                .take(MAX_SHOWN)
-                .map(|f| {
-                    f.message.len()
-                        + f.field.len()
-                        + f.object.namespace.len()
-                        + f.object.name.len()
-                        + 64
-                })
-                .sum(),
-        );
+        let mut message = String::new();
         for (i, f) in denials.iter().take(MAX_SHOWN).enumerate() {
             if i > 0 {
                 message.push('\n');
@@ -919,11 +909,16 @@ fn warning_line(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if line.chars().count() > WARNING_MAX_CHARS {
-        line = line.chars().take(WARNING_MAX_CHARS - 1).collect();
+    cut(&mut line, WARNING_MAX_CHARS);
+    line
+}
+
+/// Cuts `line` to `max` characters, the last one an ellipsis.
+fn cut(line: &mut String, max: usize) {
+    if line.chars().count() > max {
+        *line = line.chars().take(max - 1).collect();
         line.push('…');
     }
-    line
 }
 
 #[cfg(test)]
@@ -1499,12 +1494,50 @@ mod tests {
     }
 
     #[test]
-    fn warnings_have_no_control_characters_and_are_cut_at_400_characters() {
+    fn warnings_have_no_control_characters_and_are_cut_at_600_characters() {
         let line = warning_line(&format!("a\nb\t{}", "x".repeat(1000)));
         assert!(!line.chars().any(char::is_control));
-        assert_eq!(line.chars().count(), 400);
+        assert_eq!(line.chars().count(), 600);
         assert!(line.starts_with("a b "));
         assert!(line.ends_with('…'));
+    }
+
+    #[test]
+    fn many_long_warnings_are_cut_short_here_before_the_api_server_would() {
+        // Sixteen addresses with leading zeros: 16 warnings of ~290 characters each.
+        let addresses: Vec<String> = (1..=16)
+            .map(|i| format!(r#"{{"ip":"203.0.113.0{i:02}"}}"#))
+            .collect();
+        let endpoints = format!(
+            r#"{{"apiVersion":"v1","kind":"Endpoints","metadata":{{"name":"db","namespace":"default"}},"subsets":[{{"addresses":[{}],"ports":[{{"port":80}}]}}]}}"#,
+            addresses.join(",")
+        );
+        let request = parse(&review(ENDPOINTS, "CREATE", &endpoints, None)).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!(d.warnings.len(), 16, "{d:#?}");
+        assert!(
+            d.warnings.iter().all(|w| w.chars().count() <= 250),
+            "{d:#?}"
+        );
+        assert!(d.warnings.iter().all(|w| w.ends_with('…')), "{d:#?}");
+        // One warning alone is whole.
+        let one = endpoints
+            .replace(&addresses[1..].join(",").to_string(), "")
+            .replace(",]", "]");
+        let request = parse(&review(ENDPOINTS, "CREATE", &one, None)).unwrap();
+        let d = decide(
+            &request,
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!(d.warnings.len(), 1, "{d:#?}");
+        assert!(!d.warnings[0].ends_with('…'), "{d:#?}");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!
 //! Why not `tracing-appender`'s non-blocking writer: it hands each line to its thread as a
 //! channel message and wakes the thread for it, and `tracing-subscriber`'s JSON formatter
-//! builds each line field by field through a map serializer. Together they cost about 10 µs
-//! of CPU per review, a tenth of the server's whole work per request (docs/performance.md).
+//! builds each line field by field through a map serializer: together a noticeable share of
+//! the server's work per request (measured in docs/performance.md).
 //! Here a line is appended to a shared buffer; the writer thread is woken only when the
 //! buffer was empty and takes everything that arrived in one `write`.
 

@@ -79,7 +79,7 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     vec![Draft::advisory(
         "spec.externalName",
         format!(
-            "{external_name:?} is an IP address, which its other consumers read directly ({}), but CoreDNS serves no record for it, so in-cluster lookups of {name}.{namespace}.svc fail with NXDOMAIN; if in-cluster clients use it too, replace it with {replacement}",
+            "{external_name:?} is an IP address, which its other consumers read directly ({}), but CoreDNS serves no record for it, so in-cluster lookups of {name}.{namespace}.svc fail with NXDOMAIN; for in-cluster clients, use a Service without selector and an EndpointSlice with {ip} instead",
             consumers.join(", ")
         ),
     )]

@@ -116,12 +116,12 @@ fn resource(kind: &str) -> &'static str {
     }
 }
 
-/// A warning as the webhook sends it: cut to 400 characters.
+/// A warning as the webhook sends it (one of a few): cut to 600 characters.
 pub fn warning_line(text: &str) -> String {
-    if text.chars().count() <= 400 {
+    if text.chars().count() <= 600 {
         return text.to_owned();
     }
-    let mut line: String = text.chars().take(399).collect();
+    let mut line: String = text.chars().take(599).collect();
     line.push('…');
     line
 }

@@ -146,7 +146,7 @@ pub fn check_answer(answer: &[u8], uid: &str) -> Value {
                 !w.chars().any(char::is_control),
                 "a warning with a control character: {w:?}"
             );
-            assert!(w.chars().count() <= 400, "a warning over 400 characters");
+            assert!(w.chars().count() <= 600, "a warning over 600 characters");
         }
     }
     assert_eq!(
