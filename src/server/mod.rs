@@ -9,6 +9,8 @@ pub mod conditions;
 pub mod connections;
 pub mod large;
 pub mod reload;
+#[cfg(test)]
+mod router_tests;
 pub mod tls;
 
 use std::net::SocketAddr;
