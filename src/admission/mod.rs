@@ -4,125 +4,27 @@
 //! Pure translation: no I/O, no clock. The server feeds it request bodies and a cluster
 //! view; everything the API server and the person at `kubectl` see is decided here.
 
+mod answer;
 mod typed;
+mod wire;
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
-use base64::Engine;
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::cluster::{ClusterView, written_by_controller};
 use crate::finding::{Action, Finding, RuleId};
 use crate::mutation;
-use crate::object::{Kind, Object, ServiceShape, same_endpoints};
+use crate::object::{Kind, Object, same_endpoints};
 use crate::policy::Policy;
 use crate::rules::{Mode, judge};
 
-pub const API_VERSION: &str = "admission.k8s.io/v1";
-
-/// The audit annotation key; the API server records it as `<webhook name>/findings`.
-pub const AUDIT_KEY: &str = "findings";
-
-/// A warning longer than this is cut.
-const WARNING_MAX_CHARS: usize = 600;
-
-/// The API server cuts every warning of an answer to 256 characters when they are more than
-/// 4 KiB together; past this total, they are cut here to [`WARNING_SHORT_CHARS`] instead,
-/// with a visible end.
-const WARNINGS_TOTAL: usize = 4000;
-const WARNING_SHORT_CHARS: usize = 250;
-
-/// Which webhook is being asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Validate,
-    Mutate,
-}
-
-impl Endpoint {
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Validate => "/validate",
-            Endpoint::Mutate => "/mutate",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Operation {
-    Create,
-    Update,
-    Delete,
-    Connect,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-            Operation::Connect => "CONNECT",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct GroupVersionKind {
-    #[serde(default)]
-    pub group: String,
-    #[serde(default)]
-    pub version: String,
-    #[serde(default)]
-    pub kind: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct UserInfo {
-    #[serde(default)]
-    pub username: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-/// The part of an AdmissionRequest extsvc-guard reads. The objects stay raw JSON until
-/// [`prepare`] knows from the rest of the request whether and as what to read them: a
-/// control plane's large Endpoints is never read at all.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Request {
-    pub uid: String,
-    pub kind: GroupVersionKind,
-    #[serde(default)]
-    pub sub_resource: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    pub operation: Operation,
-    #[serde(default)]
-    pub user_info: UserInfo,
-    #[serde(default)]
-    pub object: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub old_object: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub dry_run: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Review {
-    #[serde(default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    request: Option<Request>,
-}
+pub use answer::{cross_object_findings, downgrade_cross_object};
+use answer::{delete_warnings, settle, warning_line};
+pub use wire::{
+    API_VERSION, AUDIT_KEY, BadReview, Endpoint, GroupVersionKind, Operation, Request, UserInfo,
+    parse,
+};
 
 /// Requests no rule judges, whatever their object: a subresource, a control-plane writer,
 /// a CONNECT.
@@ -130,56 +32,6 @@ fn left_alone(operation: Operation, sub_resource: Option<&str>, username: &str) 
     sub_resource.is_some_and(|s| !s.is_empty())
         || is_control_plane_user(username)
         || operation == Operation::Connect
-}
-
-/// Just enough of a review to answer it: its uid.
-#[derive(Deserialize)]
-struct UidOnly {
-    request: UidOnlyRequest,
-}
-
-#[derive(Deserialize)]
-struct UidOnlyRequest {
-    uid: String,
-}
-
-/// A body that is no AdmissionReview extsvc-guard can answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadReview {
-    /// The request's uid, when the body had one: the answer is then an AdmissionReview
-    /// carrying the error, which the API server shows; otherwise a plain HTTP 400.
-    pub uid: Option<String>,
-    pub message: String,
-}
-
-/// Reads a request body.
-pub fn parse(body: &[u8]) -> Result<Request, BadReview> {
-    let review: Review = serde_json::from_slice(body).map_err(|e| BadReview {
-        uid: serde_json::from_slice::<UidOnly>(body)
-            .ok()
-            .map(|u| u.request.uid),
-        message: format!("the request body is not a valid AdmissionReview: {e}"),
-    })?;
-    checked(review)
-}
-
-fn checked(review: Review) -> Result<Request, BadReview> {
-    if review.kind.as_deref() != Some("AdmissionReview")
-        || review.api_version.as_deref() != Some(API_VERSION)
-    {
-        return Err(BadReview {
-            uid: review.request.map(|r| r.uid),
-            message: format!(
-                "expected kind AdmissionReview with apiVersion {API_VERSION} (set admissionReviewVersions: [v1] in the webhook configuration), got kind {:?} apiVersion {:?}",
-                review.kind.unwrap_or_default(),
-                review.api_version.unwrap_or_default()
-            ),
-        });
-    }
-    review.request.ok_or_else(|| BadReview {
-        uid: None,
-        message: "the AdmissionReview has no request".to_owned(),
-    })
 }
 
 /// How a request ended, for logs and metrics.
@@ -315,79 +167,7 @@ impl Decision {
         ids.dedup();
         ids
     }
-
-    /// The AdmissionReview answering this decision, or why it cannot be written.
-    pub fn to_json(&self) -> Result<Vec<u8>, String> {
-        let patch = if self.patch.0.is_empty() {
-            None
-        } else {
-            let json = serde_json::to_vec(&self.patch)
-                .map_err(|e| format!("the patch cannot be encoded: {e}"))?;
-            Some(base64::engine::general_purpose::STANDARD.encode(json))
-        };
-        let review = ReviewOut {
-            api_version: API_VERSION,
-            kind: "AdmissionReview",
-            response: ResponseOut {
-                uid: &self.uid,
-                allowed: self.allowed,
-                status: self.status.as_ref().map(|s| StatusOut {
-                    metadata: EmptyObject {},
-                    status: "Failure",
-                    code: s.code,
-                    reason: s.reason,
-                    message: &s.message,
-                }),
-                warnings: &self.warnings,
-                audit_annotations: self.audit.as_ref().map(|a| {
-                    let mut m = BTreeMap::new();
-                    m.insert(AUDIT_KEY, a.as_str());
-                    m
-                }),
-                patch_type: patch.as_ref().map(|_| "JSONPatch"),
-                patch,
-            },
-        };
-        serde_json::to_vec(&review).map_err(|e| format!("the answer cannot be encoded: {e}"))
-    }
 }
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut<'a>>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    audit_annotations: Option<BTreeMap<&'static str, &'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-}
-
-#[derive(Serialize)]
-struct StatusOut<'a> {
-    metadata: EmptyObject,
-    status: &'static str,
-    code: u16,
-    reason: &'static str,
-    message: &'a str,
-}
-
-#[derive(Serialize)]
-struct EmptyObject {}
 
 /// The control plane's own writers of Services, Endpoints and EndpointSlices:
 /// kube-controller-manager's controllers (with `--use-service-account-credentials`, each as
@@ -717,215 +497,12 @@ fn has_selector(object: &Object) -> bool {
     matches!(object, Object::Service(s) if s.spec.as_ref().and_then(|spec| spec.selector.as_ref()).is_some_and(|sel| !sel.is_empty()))
 }
 
-/// Lines of a denial message, and warnings, shown at most: a 10,000-address Endpoints with
-/// a finding per address must not become a megabyte answer that nobody reads. The rest is
-/// counted, and every finding stays in the metrics.
-const MAX_SHOWN: usize = 20;
-
-/// Audit entries kept at most (audit annotations are stored with every event).
-const MAX_AUDITED: usize = 50;
-
-/// `and 3 more (endpoint-metadata-ip ×3)`: what a capped list left out, by rule.
-fn left_out(rest: &[&Finding], what: &str) -> String {
-    let mut counts: Vec<(&str, usize)> = Vec::new();
-    for f in rest {
-        match counts.iter_mut().find(|(r, _)| *r == f.rule.as_str()) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((f.rule.as_str(), 1)),
-        }
-    }
-    let by_rule: Vec<String> = counts.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
-    format!("… and {} more {what} ({})", rest.len(), by_rule.join(", "))
-}
-
-/// Fills in what the answer says from the findings: denial message, warnings, audit, verdict.
-fn settle(mut decision: Decision, findings: Vec<Finding>) -> Decision {
-    let denials: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.action == Action::Deny)
-        .collect();
-    let warned: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.action == Action::Warn)
-        .collect();
-    decision.warnings = warned
-        .iter()
-        .take(MAX_SHOWN)
-        .map(|f| {
-            warning_line(&format!(
-                "[{}] {} {}: {}",
-                f.rule, f.object, f.field, f.message
-            ))
-        })
-        .collect();
-    if warned.len() > MAX_SHOWN {
-        decision
-            .warnings
-            .push(warning_line(&left_out(&warned[MAX_SHOWN..], "warnings")));
-    }
-    if decision.warnings.iter().map(String::len).sum::<usize>() > WARNINGS_TOTAL {
-        for line in &mut decision.warnings {
-            cut(line, WARNING_SHORT_CHARS);
-        }
-    }
-    let audited: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.action > Action::Info)
-        .collect();
-    let mut audit: Vec<String> = audited
-        .iter()
-        .take(MAX_AUDITED)
-        .map(|f| format!("{}={}@{}", f.rule, f.action.as_str(), f.field))
-        .collect();
-    if audited.len() > MAX_AUDITED {
-        audit.push(format!("+{} more", audited.len() - MAX_AUDITED));
-    }
-    decision.audit = (!audit.is_empty()).then(|| audit.join("; "));
-    decision.allowed = true;
-    decision.status = None;
-    if denials.is_empty() {
-        decision.verdict = if decision.warnings.is_empty() {
-            Verdict::Allowed
-        } else {
-            Verdict::Warned
-        };
-    } else {
-        let mut message = String::new();
-        for (i, f) in denials.iter().take(MAX_SHOWN).enumerate() {
-            if i > 0 {
-                message.push('\n');
-            }
-            let _ = write!(
-                message,
-                "[{}] {} {}: {}",
-                f.rule, f.object, f.field, f.message
-            );
-        }
-        if denials.len() > MAX_SHOWN {
-            message.push('\n');
-            message.push_str(&left_out(&denials[MAX_SHOWN..], "denials"));
-        }
-        decision.allowed = false;
-        decision.status = Some(Status {
-            code: 403,
-            reason: "Forbidden",
-            message,
-        });
-        decision.verdict = Verdict::Denied;
-    }
-    decision.findings = findings;
-    decision
-}
-
-/// The denials and warnings of `decision` that rest on other objects: those the same
-/// request does not get when its object is judged alone (`alone`: decided with only the
-/// namespace's labels, see [`crate::cluster::LabelsOnly`]).
-pub fn cross_object_findings(decision: &Decision, alone: &Decision) -> usize {
-    decision
-        .findings
-        .iter()
-        .filter(|f| f.action > Action::Info && !found_alone(f, alone))
-        .count()
-}
-
-/// Whether `alone` has `f`'s finding (same rule and field) at least as strong.
-fn found_alone(f: &Finding, alone: &Decision) -> bool {
-    alone
-        .findings
-        .iter()
-        .any(|a| a.action >= f.action && a.rule == f.rule && a.field == f.field)
-}
-
-fn denied_alone(f: &Finding, alone: &Decision) -> bool {
-    alone
-        .findings
-        .iter()
-        .any(|a| a.action == Action::Deny && a.rule == f.rule && a.field == f.field)
-}
-
-/// Turns the cross-object denials of `decision` into warnings that say why: the other
-/// objects could not be confirmed. Denials the object earns alone stay.
-pub fn downgrade_cross_object(decision: Decision, alone: &Decision, reason: &str) -> Decision {
-    let mut findings = decision.findings.clone();
-    for f in findings
-        .iter_mut()
-        .filter(|f| f.action == Action::Deny && !denied_alone(f, alone))
-    {
-        f.action = Action::Warn;
-        f.message
-            .insert_str(0, &format!("not denied because {reason}: "));
-    }
-    settle(decision, findings)
-}
-
-/// Deleting a selectorless Service leaves its hand-written EndpointSlices behind (the API
-/// server removes only the same-name Endpoints): allowed, with a warning naming them.
-fn delete_warnings(object: &Object, view: &dyn ClusterView, policy: &Policy) -> Vec<String> {
-    let Object::Service(service) = object else {
-        return Vec::new();
-    };
-    if !matches!(
-        ServiceShape::of(service),
-        ServiceShape::IpMapping | ServiceShape::HeadlessMapping
-    ) {
-        return Vec::new();
-    }
-    let namespace = object.namespace();
-    if policy
-        .for_namespace(namespace, view.namespace_labels(namespace).as_ref())
-        .exempt
-    {
-        return Vec::new();
-    }
-    let name = object.name();
-    let left: Vec<String> = view
-        .slices_for(namespace, &name)
-        .into_iter()
-        // What a controller wrote is owned by the Service or its Endpoints and goes with them.
-        .filter(|s| s.controller.is_none())
-        .map(|s| s.name)
-        .collect();
-    if left.is_empty() {
-        return Vec::new();
-    }
-    vec![warning_line(&format!(
-        "Service {namespace}/{name} is deleted but its hand-written EndpointSlice{} {} stay{} behind, unused; delete {}: kubectl delete endpointslice -n {namespace} {}",
-        if left.len() == 1 { "" } else { "s" },
-        left.join(", "),
-        if left.len() == 1 { "s" } else { "" },
-        if left.len() == 1 { "it" } else { "them" },
-        left.join(" ")
-    ))]
-}
-
-/// One line the API server keeps: no control characters, and not so long that the total
-/// gets truncated.
-fn warning_line(text: &str) -> String {
-    // Bytes bound characters: a short line without control characters is already one.
-    if text.len() <= WARNING_MAX_CHARS && !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    let mut line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    cut(&mut line, WARNING_MAX_CHARS);
-    line
-}
-
-/// Cuts `line` to `max` characters, the last one an ellipsis.
-fn cut(line: &mut String, max: usize) {
-    if line.chars().count() > max {
-        *line = line.chars().take(max - 1).collect();
-        line.push('…');
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cluster::{ManifestView, NoClusterView};
     use crate::rules::testing::objects;
+    use base64::Engine;
 
     fn review(kind: (&str, &str), operation: &str, object: &str, old: Option<&str>) -> Vec<u8> {
         let old = old.unwrap_or("null");
