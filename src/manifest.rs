@@ -460,15 +460,7 @@ fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, (String, String)> {
     })
 }
 
-/// The message of a YAML/serde error without serde-saphyr's " at line L column C" suffix:
-/// callers report the location themselves (manifests and policy files alike).
-pub fn yaml_error_message(e: &serde_saphyr::Error) -> String {
-    let text = e.without_snippet().to_string();
-    match text.rfind(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
-    }
-}
+pub use crate::policy::yaml_error_message;
 
 struct Chunk {
     start: usize,
