@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use extsvc_guard::admission::{self, Endpoint, Verdict};
 use extsvc_guard::cluster::cache::{ClusterCache, Entry, WatchId, WatchedKind};
-use extsvc_guard::cluster::{ClusterView, EndpointsInfo, NoClusterView, ServiceInfo, SliceInfo};
+use extsvc_guard::cluster::{ClusterView, NoClusterView};
+use extsvc_guard::object::Object;
 use extsvc_guard::policy::Policy;
 use serde_json::{Value, json};
 
@@ -228,16 +229,16 @@ pub fn cache(
         match object["kind"].as_str() {
             Some("Service") => {
                 let s = serde_json::from_value(object).expect("a valid Service");
-                lists[0].push(Entry::Service(ServiceInfo::of(&s)));
+                lists[0].push(Entry::Object(Object::Service(s)));
             }
             Some("Endpoints") => {
                 let e = serde_json::from_value(object).expect("a valid Endpoints");
                 // The cache itself forgets what the endpoints controller maintains.
-                lists[1].push(Entry::Endpoints(EndpointsInfo::of(&e)));
+                lists[1].push(Entry::Object(Object::Endpoints(e)));
             }
             Some("EndpointSlice") => {
                 let s = serde_json::from_value(object).expect("a valid EndpointSlice");
-                lists[2].push(Entry::Slice(SliceInfo::of(&s)));
+                lists[2].push(Entry::Object(Object::EndpointSlice(s)));
             }
             other => panic!("unexpected kind {other:?}"),
         }
