@@ -93,6 +93,41 @@ impl Tally {
     }
 }
 
+/// The namespace label of the series that sums the namespaces [`Tally::series`] does not
+/// export one by one. No namespace can be named so (a DNS label has no parentheses).
+pub const OTHER_NAMESPACES: &str = "(other)";
+
+impl Tally {
+    /// The counts as gauge series, bounded: a namespace has series of its own only when it
+    /// holds violations and is among the `top` with the most (objects denied first, then
+    /// warned, then by name); the others' counts are summed under [`OTHER_NAMESPACES`]. So at
+    /// most (`top` + 1) × rules × 2 series, however many namespaces the cluster has.
+    pub fn series(&self, top: usize) -> BTreeMap<(String, RuleId, Action), u64> {
+        let mut per_namespace: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for ((namespace, _, action), count) in &self.violations {
+            let totals = per_namespace.entry(namespace).or_default();
+            match action {
+                Action::Deny => totals.0 += count,
+                _ => totals.1 += count,
+            }
+        }
+        let mut ranked: Vec<(&str, (u64, u64))> = per_namespace.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let own: std::collections::BTreeSet<&str> =
+            ranked.iter().take(top).map(|(ns, _)| *ns).collect();
+        let mut series = BTreeMap::new();
+        for ((namespace, rule, action), count) in &self.violations {
+            let label = if own.contains(namespace.as_str()) {
+                namespace.clone()
+            } else {
+                OTHER_NAMESPACES.to_owned()
+            };
+            *series.entry((label, *rule, *action)).or_default() += count;
+        }
+        series
+    }
+}
+
 /// Judges everything `cache` keeps, namespace by namespace, and counts the objects in
 /// violation. Holds the cache's lock only while one namespace's objects are rebuilt, and
 /// for each lookup a rule makes.
@@ -487,6 +522,43 @@ spec:
                 .collect();
             assert_eq!(sorted(got), sorted(want), "{}", set.name);
         }
+    }
+
+    #[test]
+    fn namespaces_beyond_the_top_are_summed_under_other() {
+        let mut tally = Tally::default();
+        let mut add = |ns: &str, rule, action, n| {
+            tally.violations.insert((ns.to_owned(), rule, action), n);
+        };
+        add("a", RuleId::ExternalnameIp, Action::Deny, 1);
+        add("b", RuleId::EndpointsOrphaned, Action::Warn, 5);
+        add("c", RuleId::EndpointsOrphaned, Action::Deny, 2);
+        add("d", RuleId::EndpointsOrphaned, Action::Deny, 2);
+        add("d", RuleId::ServiceNoEndpoints, Action::Warn, 1);
+        let series = tally.series(2);
+        let get = |ns: &str, rule, action| series.get(&(ns.to_owned(), rule, action)).copied();
+        // d and c deny the most (d warns more); a and b are folded.
+        assert_eq!(get("d", RuleId::EndpointsOrphaned, Action::Deny), Some(2));
+        assert_eq!(get("d", RuleId::ServiceNoEndpoints, Action::Warn), Some(1));
+        assert_eq!(get("c", RuleId::EndpointsOrphaned, Action::Deny), Some(2));
+        assert_eq!(
+            get(OTHER_NAMESPACES, RuleId::ExternalnameIp, Action::Deny),
+            Some(1)
+        );
+        assert_eq!(
+            get(OTHER_NAMESPACES, RuleId::EndpointsOrphaned, Action::Warn),
+            Some(5)
+        );
+        assert_eq!(series.len(), 5, "{series:?}");
+        assert_eq!(
+            tally
+                .series(0)
+                .keys()
+                .filter(|k| k.0 != OTHER_NAMESPACES)
+                .count(),
+            0
+        );
+        assert_eq!(tally.series(10).len(), 5);
     }
 
     #[test]

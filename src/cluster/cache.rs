@@ -1291,6 +1291,10 @@ impl ClusterCache {
     /// something the objects already here were kept without (then only a complete relist
     /// of every watch makes them whole: [`ClusterCache::kept_complete`] says when).
     pub fn set_kept(&self, kept: Kept) -> bool {
+        // Called at every turn of the gauges' loop: a write lock only for a change.
+        if *self.read().kept == kept {
+            return false;
+        }
         let mut store = self.write();
         let grows = !store.kept.covers(&kept);
         if grows {
