@@ -45,7 +45,11 @@ pub fn judge_namespace(
     view: &dyn ClusterView,
     policy: &Policy,
 ) -> Judged {
-    let objects = cache.objects_in(namespace);
+    judge_objects(cache.objects_in(namespace), view, policy)
+}
+
+/// Judges `objects` (one namespace's, rebuilt) against `view`.
+pub fn judge_objects(objects: Vec<Object>, view: &dyn ClusterView, policy: &Policy) -> Judged {
     let mut findings = Vec::new();
     let mut left = BTreeMap::new();
     for object in &objects {
@@ -128,15 +132,20 @@ impl Tally {
     }
 }
 
-/// Judges everything `cache` keeps, namespace by namespace, and counts the objects in
-/// violation. Holds the cache's lock only while one namespace's objects are rebuilt, and
-/// for each lookup a rule makes.
+/// Objects rebuilt and judged at a time: a namespace of many is never rebuilt whole.
+pub const CHUNK: usize = 500;
+
+/// Judges everything `cache` keeps, namespace by namespace, [`CHUNK`] objects at a time,
+/// and counts the objects in violation. Holds the cache's lock only while a chunk is
+/// rebuilt, and for each lookup a rule makes.
 pub fn tally(cache: &ClusterCache, consumers: &ManifestView, policy: &Policy) -> Tally {
     let view = view(cache, consumers);
     let mut tally = Tally::default();
     for namespace in cache.namespaces_in_use() {
-        let judged = judge_namespace(cache, &namespace, &view, policy);
-        tally.add(&namespace, &judged);
+        for chunk in cache.names_in(&namespace).chunks(CHUNK) {
+            let judged = judge_objects(cache.objects_of(&namespace, chunk), &view, policy);
+            tally.add(&namespace, &judged);
+        }
     }
     tally
 }

@@ -29,8 +29,8 @@ use crate::cluster::{
     SliceInfo,
 };
 use crate::object::{
-    self, MANAGED_BY_LABEL, Object, SERVICE_NAME_LABEL, ServiceShape, SliceController, is_headless,
-    namespace_of, protocol_or_tcp,
+    self, Kind, MANAGED_BY_LABEL, Object, SERVICE_NAME_LABEL, ServiceShape, SliceController,
+    is_headless, namespace_of, protocol_or_tcp,
 };
 use crate::policy::Policy;
 use crate::rules::endpoints_orphaned::LEADER_ANNOTATION;
@@ -1327,29 +1327,67 @@ impl ClusterCache {
         names.into_iter().map(str::to_owned).collect()
     }
 
-    /// Every object of `namespace` the cache keeps, rebuilt as the rules judge it in a set
-    /// (`Mode::Set`): what the rules read of it is as it was delivered; what no rule reads
-    /// there is left out or a stand-in (a selector's labels, managedFields, status).
-    /// Services first, then Endpoints, then EndpointSlices, each by name.
-    pub fn objects_in(&self, namespace: &str) -> Vec<Object> {
-        fn sorted<T>(map: Option<&HashMap<Box<str>, T>>) -> Vec<(&str, &T)> {
-            let mut items: Vec<(&str, &T)> =
-                map.into_iter().flatten().map(|(k, v)| (&**k, v)).collect();
-            items.sort_by_key(|(name, _)| *name);
-            items
+    /// The objects of `namespace` the cache keeps, by kind and name: Services first, then
+    /// Endpoints, then EndpointSlices, each by name. Rebuild them with
+    /// [`ClusterCache::objects_of`], a part at a time when there are many.
+    pub fn names_in(&self, namespace: &str) -> Vec<(Kind, String)> {
+        fn sorted<T>(kind: Kind, map: Option<&HashMap<Box<str>, T>>) -> Vec<(Kind, String)> {
+            let mut names: Vec<(Kind, String)> = map
+                .into_iter()
+                .flatten()
+                .map(|(name, _)| (kind, name.to_string()))
+                .collect();
+            names.sort();
+            names
         }
         let store = self.read();
-        let mut objects = Vec::new();
-        for (name, s) in sorted(store.services.get(namespace)) {
-            objects.push(Object::Service(s.object(namespace, name)));
-        }
-        for (name, e) in sorted(store.endpoints.get(namespace)) {
-            objects.push(Object::Endpoints(e.object(namespace, name)));
-        }
-        for (name, s) in sorted(store.slices.get(namespace)) {
-            objects.push(Object::EndpointSlice(s.object(namespace, name)));
-        }
-        objects
+        let mut names = sorted(Kind::Service, store.services.get(namespace));
+        names.extend(sorted(Kind::Endpoints, store.endpoints.get(namespace)));
+        names.extend(sorted(Kind::EndpointSlice, store.slices.get(namespace)));
+        names
+    }
+
+    /// The objects `names` of `namespace`, rebuilt as the rules judge them in a set
+    /// (`Mode::Set`): what the rules read of each is as it was delivered; what no rule reads
+    /// there is left out or a stand-in (a selector's labels, managedFields, status). Names
+    /// the cache no longer holds are skipped.
+    pub fn objects_of(&self, namespace: &str, names: &[(Kind, String)]) -> Vec<Object> {
+        let store = self.read();
+        names
+            .iter()
+            .filter_map(|(kind, name)| {
+                let name = name.as_str();
+                Some(match kind {
+                    Kind::Service => Object::Service(
+                        store
+                            .services
+                            .get(namespace)?
+                            .get(name)?
+                            .object(namespace, name),
+                    ),
+                    Kind::Endpoints => Object::Endpoints(
+                        store
+                            .endpoints
+                            .get(namespace)?
+                            .get(name)?
+                            .object(namespace, name),
+                    ),
+                    Kind::EndpointSlice => Object::EndpointSlice(
+                        store
+                            .slices
+                            .get(namespace)?
+                            .get(name)?
+                            .object(namespace, name),
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// Every object of `namespace` the cache keeps, rebuilt (see
+    /// [`ClusterCache::objects_of`]), in the order of [`ClusterCache::names_in`].
+    pub fn objects_in(&self, namespace: &str) -> Vec<Object> {
+        self.objects_of(namespace, &self.names_in(namespace))
     }
 
     /// Whether watch `id` is failing now.
