@@ -7,11 +7,16 @@
 //! (`Mode::Set`), against the cache itself and the Ingresses and routes listed beside it.
 //! The tests below hold that this gives exactly the findings of judging the original objects.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use crate::cluster::cache::ClusterCache;
+use crate::cluster::cache::{Changes, ClusterCache};
+use crate::cluster::consumers::Consumer;
 use crate::cluster::fresh::FreshScope;
-use crate::cluster::{ClusterView, ManifestView, Overlay};
+use crate::cluster::{
+    ClusterView, EndpointsInfo, ManifestView, Overlay, PodCount, ServiceInfo, SliceInfo,
+};
 use crate::finding::{Action, Finding};
 use crate::object::Object;
 use crate::policy::Policy;
@@ -65,34 +70,88 @@ pub fn judge_objects(objects: Vec<Object>, view: &dyn ClusterView, policy: &Poli
     }
 }
 
-/// The objects in violation, counted once per rule and action however many fields of an
-/// object the rule finds at fault. Info findings (what the mutating webhook will add) are
-/// no violation.
+/// One namespace's objects in violation, counted once per object, rule and action however
+/// many fields of an object the rule finds at fault. Info findings (what the mutating
+/// webhook will add) are no violation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceTally {
+    pub violations: BTreeMap<(RuleId, Action), u64>,
+    /// Objects judged.
+    pub judged: u64,
+    /// Objects left unjudged (an exempt namespace; maintained by a controller, as the
+    /// cache confirms).
+    pub unjudged: u64,
+    /// The other namespaces the rules read while judging this one (an ExternalName that
+    /// aliases a Service there): when one of them changes, so may these counts.
+    pub reads: BTreeSet<String>,
+}
+
+impl NamespaceTally {
+    fn add(&mut self, judged: &Judged) {
+        let left: usize = judged.unjudged.values().sum();
+        self.unjudged += left as u64;
+        self.judged += judged.objects.len().saturating_sub(left) as u64;
+        let mut seen = BTreeSet::new();
+        for f in &judged.findings {
+            if f.action >= Action::Warn && seen.insert((&f.object, f.rule, f.action)) {
+                *self.violations.entry((f.rule, f.action)).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Objects rebuilt and judged at a time: a namespace of many is never rebuilt whole.
+pub const CHUNK: usize = 500;
+
+/// Judges every object `cache` keeps in `namespace` against `view`, [`CHUNK`] objects at
+/// a time, calling `between` after each chunk; counts the objects in violation. Holds the
+/// cache's lock only while a chunk is rebuilt, and for each lookup a rule makes.
+pub fn tally_namespace(
+    cache: &ClusterCache,
+    namespace: &str,
+    view: &dyn ClusterView,
+    policy: &Policy,
+    between: &mut dyn FnMut(),
+) -> NamespaceTally {
+    let view = Recording {
+        inner: view,
+        namespace,
+        reads: RefCell::new(BTreeSet::new()),
+    };
+    let mut tally = NamespaceTally::default();
+    for chunk in cache.names_in(namespace).chunks(CHUNK) {
+        tally.add(&judge_objects(
+            cache.objects_of(namespace, chunk),
+            &view,
+            policy,
+        ));
+        between();
+    }
+    tally.reads = view.reads.into_inner();
+    tally
+}
+
+/// The objects in violation in the whole cache, by namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// (namespace, rule, action) → objects.
     pub violations: BTreeMap<(String, RuleId, Action), u64>,
     /// Objects judged.
     pub judged: u64,
-    /// Objects left unjudged (exempt namespaces; maintained by a controller, as the cache
-    /// confirms).
+    /// Objects left unjudged.
     pub unjudged: u64,
 }
 
 impl Tally {
-    /// Adds one namespace's judgement.
-    pub fn add(&mut self, namespace: &str, judged: &Judged) {
-        let left: usize = judged.unjudged.values().sum();
-        self.unjudged += left as u64;
-        self.judged += judged.objects.len().saturating_sub(left) as u64;
-        let mut seen = std::collections::BTreeSet::new();
-        for f in &judged.findings {
-            if f.action >= Action::Warn && seen.insert((&f.object, f.rule, f.action)) {
-                *self
-                    .violations
-                    .entry((namespace.to_owned(), f.rule, f.action))
-                    .or_default() += 1;
-            }
+    /// Adds one namespace's counts.
+    pub fn add(&mut self, namespace: &str, tally: &NamespaceTally) {
+        self.judged += tally.judged;
+        self.unjudged += tally.unjudged;
+        for ((rule, action), n) in &tally.violations {
+            *self
+                .violations
+                .entry((namespace.to_owned(), *rule, *action))
+                .or_default() += n;
         }
     }
 }
@@ -117,8 +176,7 @@ impl Tally {
         }
         let mut ranked: Vec<(&str, (u64, u64))> = per_namespace.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let own: std::collections::BTreeSet<&str> =
-            ranked.iter().take(top).map(|(ns, _)| *ns).collect();
+        let own: BTreeSet<&str> = ranked.iter().take(top).map(|(ns, _)| *ns).collect();
         let mut series = BTreeMap::new();
         for ((namespace, rule, action), count) in &self.violations {
             let label = if own.contains(namespace.as_str()) {
@@ -132,27 +190,168 @@ impl Tally {
     }
 }
 
-/// Objects rebuilt and judged at a time: a namespace of many is never rebuilt whole.
-pub const CHUNK: usize = 500;
-
-/// Judges everything `cache` keeps, namespace by namespace, [`CHUNK`] objects at a time,
-/// and counts the objects in violation. Holds the cache's lock only while a chunk is
-/// rebuilt, and for each lookup a rule makes.
+/// Judges everything `cache` keeps, namespace by namespace, and counts the objects in
+/// violation.
 pub fn tally(cache: &ClusterCache, consumers: &ManifestView, policy: &Policy) -> Tally {
     let view = view(cache, consumers);
     let mut tally = Tally::default();
     for namespace in cache.namespaces_in_use() {
-        for chunk in cache.names_in(&namespace).chunks(CHUNK) {
-            let judged = judge_objects(cache.objects_of(&namespace, chunk), &view, policy);
-            tally.add(&namespace, &judged);
-        }
+        let counts = tally_namespace(cache, &namespace, &view, policy, &mut || {});
+        tally.add(&namespace, &counts);
     }
     tally
 }
 
+/// The Ingresses and routes of a computation, with the Services they name.
+pub type Consumers = Vec<(Consumer, Vec<(String, String)>)>;
+
+/// The gauges' counts kept between computations, so that each judges again only the
+/// namespaces that may have changed: those whose objects or labels changed, and those whose
+/// rules read one of them. Everything is judged again after a complete relist, when the
+/// policy or the Ingresses and routes are others, and the first time.
+#[derive(Default)]
+pub struct Audit {
+    seen: Option<(Changes, Arc<Policy>, Consumers)>,
+    namespaces: BTreeMap<String, NamespaceTally>,
+}
+
+/// What one [`Audit::update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    pub tally: Tally,
+    /// Namespaces judged this time, and how many there are.
+    pub judged_namespaces: usize,
+    pub namespaces: usize,
+}
+
+impl Audit {
+    pub fn new() -> Audit {
+        Audit::default()
+    }
+
+    /// Brings the counts up to what `cache` holds now under `policy`, with `consumers`
+    /// (see [`view`]); calls `between` after each chunk judged.
+    pub fn update(
+        &mut self,
+        cache: &ClusterCache,
+        policy: &Arc<Policy>,
+        consumers: Consumers,
+        between: &mut dyn FnMut(),
+    ) -> Update {
+        // Taken before judging: what changes meanwhile is judged next time.
+        let changes = cache.changes();
+        let changed = match &self.seen {
+            Some((seen, seen_policy, seen_consumers))
+                if Arc::ptr_eq(seen_policy, policy) && *seen_consumers == consumers =>
+            {
+                changes.since(seen)
+            }
+            _ => None,
+        };
+        let in_use = cache.namespaces_in_use();
+        let to_judge: Vec<&String> = match &changed {
+            None => in_use.iter().collect(),
+            Some(changed) => in_use
+                .iter()
+                .filter(|ns| match self.namespaces.get(*ns) {
+                    None => true,
+                    Some(tally) => {
+                        changed.contains(*ns) || tally.reads.iter().any(|r| changed.contains(r))
+                    }
+                })
+                .collect(),
+        };
+        let mut view_consumers = ManifestView::new();
+        for (consumer, backends) in &consumers {
+            view_consumers.insert_consumer(consumer, backends);
+        }
+        let view = view(cache, &view_consumers);
+        let mut namespaces = std::mem::take(&mut self.namespaces);
+        let keep: BTreeSet<&str> = in_use.iter().map(String::as_str).collect();
+        namespaces.retain(|ns, _| keep.contains(ns.as_str()));
+        for namespace in &to_judge {
+            let counts = tally_namespace(cache, namespace, &view, policy, between);
+            namespaces.insert((*namespace).clone(), counts);
+        }
+        let mut tally = Tally::default();
+        for (namespace, counts) in &namespaces {
+            tally.add(namespace, counts);
+        }
+        let update = Update {
+            tally,
+            judged_namespaces: to_judge.len(),
+            namespaces: namespaces.len(),
+        };
+        self.namespaces = namespaces;
+        self.seen = Some((changes, Arc::clone(policy), consumers));
+        update
+    }
+}
+
+/// A view that notes which other namespaces the rules read.
+struct Recording<'a> {
+    inner: &'a dyn ClusterView,
+    namespace: &'a str,
+    reads: RefCell<BTreeSet<String>>,
+}
+
+impl Recording<'_> {
+    fn note(&self, namespace: &str) {
+        if namespace != self.namespace {
+            self.reads.borrow_mut().insert(namespace.to_owned());
+        }
+    }
+}
+
+impl ClusterView for Recording<'_> {
+    fn service(&self, namespace: &str, name: &str) -> Option<ServiceInfo> {
+        self.note(namespace);
+        self.inner.service(namespace, name)
+    }
+    fn services_in(&self, namespace: &str) -> Vec<ServiceInfo> {
+        self.note(namespace);
+        self.inner.services_in(namespace)
+    }
+    fn endpoints(&self, namespace: &str, name: &str) -> Option<EndpointsInfo> {
+        self.note(namespace);
+        self.inner.endpoints(namespace, name)
+    }
+    fn endpoints_in(&self, namespace: &str) -> Vec<EndpointsInfo> {
+        self.note(namespace);
+        self.inner.endpoints_in(namespace)
+    }
+    fn slices_for(&self, namespace: &str, service: &str) -> Vec<SliceInfo> {
+        self.note(namespace);
+        self.inner.slices_for(namespace, service)
+    }
+    fn slices_in(&self, namespace: &str) -> Vec<SliceInfo> {
+        self.note(namespace);
+        self.inner.slices_in(namespace)
+    }
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.note(namespace);
+        self.inner.namespace_labels(namespace)
+    }
+    fn pods_matching(
+        &self,
+        namespace: &str,
+        selector: &BTreeMap<String, String>,
+    ) -> Option<PodCount> {
+        self.note(namespace);
+        self.inner.pods_matching(namespace, selector)
+    }
+    fn consumers_of(&self, namespace: &str, service: &str) -> Vec<Consumer> {
+        self.note(namespace);
+        self.inner.consumers_of(namespace, service)
+    }
+    fn sees_cluster(&self, namespace: &str) -> bool {
+        self.note(namespace);
+        self.inner.sees_cluster(namespace)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
     use std::path::{Path, PathBuf};
     use std::time::Instant;
 
@@ -568,6 +767,83 @@ spec:
             0
         );
         assert_eq!(tally.series(10).len(), 5);
+    }
+
+    fn entry(yaml: &str) -> Entry {
+        let mut set = ManifestSet::default();
+        set.add_source("test".to_owned(), yaml.to_owned());
+        Entry::Object(*set.objects.remove(0).object)
+    }
+
+    #[test]
+    fn each_update_judges_again_only_the_namespaces_that_changed_and_those_whose_rules_read_them() {
+        let seed = std::fs::read_to_string(
+            repo().join("tests/fixtures/seeds/000-mysql-svc-and-mysql-ep.yaml"),
+        )
+        .unwrap()
+        .replace("namespace: default", "namespace: a");
+        let mut objects = load_text(&seed);
+        objects.push(entry(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: alias, namespace: b}\nspec: {type: ExternalName, externalName: db.c.svc.cluster.local}\n",
+        ));
+        let cache = cache_of(&objects_of(objects), &[], Kept::default());
+        let policy = Arc::new(Policy::embedded());
+        let mut audit = Audit::new();
+        let update = |audit: &mut Audit, policy: &Arc<Policy>| {
+            audit.update(&cache, policy, Vec::new(), &mut || {})
+        };
+        let first = update(&mut audit, &policy);
+        assert_eq!((first.judged_namespaces, first.namespaces), (2, 2));
+        let missing = (
+            "b".to_owned(),
+            RuleId::ExternalnameTargetMissing,
+            Action::Warn,
+        );
+        assert_eq!(first.tally.violations.get(&missing), Some(&1));
+        let again = update(&mut audit, &policy);
+        assert_eq!(again.judged_namespaces, 0, "nothing changed");
+        assert_eq!(again.tally, first.tally);
+
+        // The alias's target appears in c: c is judged, and b, whose rule read c; a is not.
+        cache.apply(
+            &WatchId::new(WatchedKind::Services, None),
+            entry("apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: c}\nspec: {selector: {app: db}, ports: [{port: 5432}]}\n"),
+            Instant::now(),
+        );
+        let third = update(&mut audit, &policy);
+        assert_eq!((third.judged_namespaces, third.namespaces), (2, 3));
+        assert_eq!(third.tally.violations.get(&missing), None);
+        assert_eq!(third.tally.violations.len(), 3, "a's three, as before");
+
+        // Another policy, or a relist: everything again.
+        let other = Arc::new(Policy::embedded());
+        assert_eq!(update(&mut audit, &other).judged_namespaces, 3);
+        cache.replace_listed(
+            &WatchId::new(WatchedKind::Namespaces, None),
+            cache.listing(),
+            Instant::now(),
+        );
+        assert_eq!(update(&mut audit, &other).judged_namespaces, 3);
+        assert_eq!(update(&mut audit, &other).judged_namespaces, 0);
+    }
+
+    fn load_text(yaml: &str) -> Vec<Entry> {
+        let mut set = ManifestSet::default();
+        set.add_source("test".to_owned(), yaml.to_owned());
+        set.objects
+            .into_iter()
+            .map(|o| Entry::Object(*o.object))
+            .collect()
+    }
+
+    fn objects_of(entries: Vec<Entry>) -> Vec<Object> {
+        entries
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Object(o) => Some(o),
+                Entry::Namespace { .. } => None,
+            })
+            .collect()
     }
 
     #[test]

@@ -35,6 +35,31 @@ use crate::object::{
 use crate::policy::Policy;
 use crate::rules::endpoints_orphaned::LEADER_ANNOTATION;
 
+/// When each namespace of a cache last changed, as [`ClusterCache::changes`] saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    relists: u64,
+    kept_generation: u64,
+    changed: HashMap<String, u64>,
+}
+
+impl Changes {
+    /// The namespaces that changed between `earlier` and `self` (objects, or labels);
+    /// `None` when anything may have: a complete relist, or objects kept anew.
+    pub fn since(&self, earlier: &Changes) -> Option<BTreeSet<String>> {
+        if self.relists != earlier.relists || self.kept_generation != earlier.kept_generation {
+            return None;
+        }
+        Some(
+            self.changed
+                .iter()
+                .filter(|(ns, at)| earlier.changed.get(*ns) != Some(at))
+                .map(|(ns, _)| ns.clone())
+                .collect(),
+        )
+    }
+}
+
 /// The four kinds the cache watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WatchedKind {
@@ -935,10 +960,33 @@ struct Store {
     /// What is kept of each object's metadata, and how many times that has grown.
     kept: Arc<Kept>,
     kept_generation: u64,
+    /// Changes so far, and the count at each namespace's last change (objects or labels):
+    /// what the violation gauges use to judge again only what changed.
+    changes: u64,
+    changed: HashMap<Box<str>, u64>,
+    /// Complete relists so far (any namespace may have changed).
+    relists: u64,
 }
 
 impl Store {
+    fn changed(&mut self, namespace: &str) {
+        self.changes += 1;
+        let changes = self.changes;
+        match self.changed.get_mut(namespace) {
+            Some(at) => *at = changes,
+            None => {
+                self.changed.insert(namespace.into(), changes);
+            }
+        }
+    }
+
     fn upsert(&mut self, entry: Stored) {
+        match &entry {
+            Stored::Service(ns, ..) | Stored::Endpoints(ns, ..) | Stored::Slice(ns, ..) => {
+                self.changed(ns)
+            }
+            Stored::Namespace(name, _) => self.changed(name),
+        }
         match entry {
             Stored::Service(ns, name, s) => {
                 self.services
@@ -1030,6 +1078,10 @@ impl Store {
 
     fn remove(&mut self, kind: WatchedKind, namespace: &str, name: &str) {
         match kind {
+            WatchedKind::Namespaces => self.changed(name),
+            _ => self.changed(namespace),
+        }
+        match kind {
             WatchedKind::Services => remove_from(&mut self.services, namespace, name),
             WatchedKind::Endpoints => remove_from(&mut self.endpoints, namespace, name),
             WatchedKind::EndpointSlices => self.remove_slice(namespace, name),
@@ -1065,6 +1117,8 @@ impl Store {
 
     /// Forgets what one watch delivered: a kind, in one namespace or everywhere.
     fn clear(&mut self, id: &WatchId) {
+        self.relists += 1;
+        self.changed.clear();
         match (&id.kind, &id.namespace) {
             (WatchedKind::Services, None) => self.services = HashMap::new(),
             (WatchedKind::Services, Some(ns)) => {
@@ -1312,6 +1366,20 @@ impl ClusterCache {
             .watches
             .values()
             .all(|w| w.kept_generation == store.kept_generation)
+    }
+
+    /// What has changed since: [`Changes::since`] tells which namespaces.
+    pub fn changes(&self) -> Changes {
+        let store = self.read();
+        Changes {
+            relists: store.relists,
+            kept_generation: store.kept_generation,
+            changed: store
+                .changed
+                .iter()
+                .map(|(ns, at)| (ns.to_string(), *at))
+                .collect(),
+        }
     }
 
     /// The namespaces holding Services, Endpoints or EndpointSlices, sorted.
@@ -1771,6 +1839,34 @@ endpoints: []
             assert_eq!(view.slices_for("shop", "db"), vec![slice.clone()]);
             assert_eq!(view.slices_in("shop"), vec![slice.clone()]);
         }
+    }
+
+    #[test]
+    fn changes_name_the_namespaces_written_since_and_a_relist_names_none() {
+        let cache = ClusterCache::new();
+        let now = Instant::now();
+        let slices = id(WatchedKind::EndpointSlices);
+        cache.apply(&slices, slice("db-1", "db"), now);
+        let start = cache.changes();
+        assert_eq!(cache.changes().since(&start), Some(BTreeSet::new()));
+        cache.apply(&slices, slice("db-2", "db"), now);
+        cache.apply(
+            &id(WatchedKind::Namespaces),
+            Entry::namespace("labels".into(), None),
+            now,
+        );
+        let after = cache.changes();
+        assert_eq!(
+            after.since(&start),
+            Some(BTreeSet::from(["labels".to_owned(), "shop".to_owned()]))
+        );
+        cache.delete(&slices, "shop", "db-1", now);
+        assert_eq!(
+            cache.changes().since(&after),
+            Some(BTreeSet::from(["shop".to_owned()]))
+        );
+        cache.replace_all(&slices, Vec::new(), now);
+        assert_eq!(cache.changes().since(&after), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The violation gauges (`extsvc_guard_violations`): the objects in the watch cache that
 //! violate a rule now, judged at a steady interval (`--audit-interval`) and as soon as the
-//! cache has listed (again), on a thread of their own, so that no admission request waits
-//! for them. Nothing is written anywhere; the Ingresses and routes the cache does not keep
+//! cache has listed (again), on a thread of their own that takes at most half a core, so
+//! that no admission request waits for them. Each computation judges again only the
+//! namespaces that changed since the last (see [`audit::Audit`]). Nothing is written anywhere; the Ingresses and routes the cache does not keep
 //! are listed for each computation (a missing permission only makes the judgement as strict
 //! as for in-cluster DNS clients, as `scan` does).
 
@@ -9,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::audit;
-use crate::cluster::ManifestView;
 use crate::cluster::cache::Kept;
 use crate::cluster::client;
 use crate::server::{Cluster, State};
@@ -40,6 +40,7 @@ pub async fn run(state: Arc<State>, config: AuditConfig) {
     let mut lists_seen: Option<u64> = None;
     let mut waiting_for: Option<String> = None;
     let mut consumers_error: Option<String> = None;
+    let mut audit = audit::Audit::new();
     loop {
         poll.tick().await;
         let policy = state.policy();
@@ -82,25 +83,33 @@ pub async fn run(state: Arc<State>, config: AuditConfig) {
             continue;
         }
         let consumers = match consumers(cluster).await {
-            Ok(view) => {
+            Ok(listed) => {
                 consumers_error = None;
-                view
+                listed
             }
             Err(e) => {
                 if consumers_error.as_ref() != Some(&e) {
                     tracing::warn!(error = %e, "cannot list the Ingresses and routes; the violation gauges judge Services as if only in-cluster DNS clients used them");
                 }
                 consumers_error = Some(e);
-                ManifestView::new()
+                Vec::new()
             }
         };
         let cache = Arc::clone(&cluster.cache);
         let started = Instant::now();
-        let judged =
-            tokio::task::spawn_blocking(move || audit::tally(&cache, &consumers, &policy)).await;
-        let tally = match judged {
-            Ok(tally) => tally,
+        let mut kept = std::mem::take(&mut audit);
+        let judged = tokio::task::spawn_blocking(move || {
+            let update = kept.update(&cache, &policy, consumers, &mut pace());
+            (kept, update)
+        })
+        .await;
+        let update = match judged {
+            Ok((kept, update)) => {
+                audit = kept;
+                update
+            }
             Err(e) => {
+                // What was kept is lost with the thread: everything is judged next time.
                 tracing::error!(error = %e, "the computation of the violation gauges failed");
                 next_due = Some(now + config.interval);
                 continue;
@@ -110,12 +119,14 @@ pub async fn run(state: Arc<State>, config: AuditConfig) {
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let series = tally.series(config.namespaces);
+        let series = update.tally.series(config.namespaces);
         state
             .metrics
-            .record_violations(&series, tally.judged, unix, seconds);
+            .record_violations(&series, update.tally.judged, unix, seconds);
         tracing::debug!(
-            judged = tally.judged,
+            judged = update.tally.judged,
+            namespaces = update.namespaces,
+            judged_namespaces = update.judged_namespaces,
             series = series.len(),
             seconds,
             "violation gauges computed"
@@ -125,8 +136,19 @@ pub async fn run(state: Arc<State>, config: AuditConfig) {
     }
 }
 
-/// The Ingresses and Gateway API routes in the watched scope, by the Services they name.
-async fn consumers(cluster: &Cluster) -> Result<ManifestView, String> {
+/// Paces a computation: after each chunk judged, sleeps as long as the chunk took, so that
+/// the gauges' thread takes at most half a core and leaves the rest to admission (under
+/// the Deployment's 1-CPU limit, one core is all the process has).
+fn pace() -> impl FnMut() {
+    let mut last = Instant::now();
+    move || {
+        std::thread::sleep(last.elapsed());
+        last = Instant::now();
+    }
+}
+
+/// The Ingresses and Gateway API routes in the watched scope, with the Services they name.
+async fn consumers(cluster: &Cluster) -> Result<audit::Consumers, String> {
     let scopes: Vec<Option<&str>> = if cluster.namespaces.is_empty() {
         vec![None]
     } else {
@@ -136,7 +158,7 @@ async fn consumers(cluster: &Cluster) -> Result<ManifestView, String> {
             .map(|n| Some(n.as_str()))
             .collect()
     };
-    let mut view = ManifestView::new();
+    let mut found = Vec::new();
     for scope in scopes {
         let listed = tokio::time::timeout(
             CONSUMERS_TIMEOUT,
@@ -149,9 +171,8 @@ async fn consumers(cluster: &Cluster) -> Result<ManifestView, String> {
                 CONSUMERS_TIMEOUT.as_secs()
             )
         })??;
-        for (consumer, backends) in listed {
-            view.insert_consumer(&consumer, &backends);
-        }
+        found.extend(listed);
     }
-    Ok(view)
+    found.sort();
+    Ok(found)
 }
