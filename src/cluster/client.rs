@@ -80,8 +80,25 @@ pub fn explain(verb: &str, resource: &str, error: &kube::Error) -> String {
             "{verb} {resource}: {} {} {}",
             status.code, status.reason, status.message
         ),
-        other => format!("{verb} {resource}: {other}"),
+        other => format!("{verb} {resource}: {}", with_causes(other)),
     }
+}
+
+/// An error and what caused it, as far down as it goes: a refused connection reads
+/// `client error (Connect): tcp connect error: Connection refused (os error 111)`, not only
+/// `client error (Connect)`.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// Pods read at most to count what a selector matches: enough to tell "none", "a few" and
