@@ -285,7 +285,7 @@ fn fill(
 
 /// The seed's mistakes on an Endpoints or EndpointSlice: named (or labelled) for a Service
 /// that does not exist, with a port name its Service does not have.
-fn mistake(object: &mut Value) {
+pub fn mistake(object: &mut Value) {
     let service = |o: &Value| -> String {
         o["metadata"]["labels"]["kubernetes.io/service-name"]
             .as_str()

@@ -79,9 +79,10 @@ enum ScanFailOn {
     Never,
 }
 
-/// Results one PolicyReport holds at most. etcd refuses objects over 1.5 MiB by default,
-/// and a result takes 300 bytes to 1 KiB: a namespace with more objects gets several
-/// reports (`extsvc-guard`, `extsvc-guard-2`, …), which Policy Reporter adds up.
+/// Results one PolicyReport holds at most. The API server refuses a request over 3 MiB
+/// (413) and etcd an object over 1.5 MiB, and a result takes 300 bytes to 1 KiB: a
+/// namespace with more objects gets several reports (`extsvc-guard`, `extsvc-guard-2`, …),
+/// which Policy Reporter adds up.
 pub const RESULTS_PER_REPORT: usize = 500;
 
 pub fn run(args: ScanArgs) -> u8 {
