@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use extsvc_guard::cluster::cache::{ClusterCache, Entry, WatchId, WatchedKind};
-use extsvc_guard::cluster::{EndpointsInfo, ServiceInfo, SliceInfo};
+use extsvc_guard::object::Object;
 use serde_json::json;
 
 fn rss_kib() -> u64 {
@@ -33,8 +33,9 @@ fn fill(n: usize, hand_written: bool) -> ClusterCache {
         WatchId::new(WatchedKind::EndpointSlices, None),
     ];
     let now = Instant::now();
-    // As the watchers do: one list per kind, then replace.
-    let mut services = Vec::with_capacity(n);
+    // As the watchers do: one list per kind, each object kept compact as it arrives, then
+    // replace.
+    let mut services = cache.listing();
     for i in 0..n {
         let (ns, name) = (format!("team-{}", i % 1000), format!("service-{i}"));
         let selector = if hand_written {
@@ -45,10 +46,10 @@ fn fill(n: usize, hand_written: bool) -> ClusterCache {
         let svc = serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns},
             "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}], "selector": selector}}))
         .expect("a valid Service");
-        services.push(Entry::Service(ServiceInfo::of(&svc)));
+        services.push(Entry::Object(Object::Service(svc)));
     }
-    cache.replace_all(&ids[0], services, now);
-    let mut endpoints = Vec::new();
+    cache.replace_listed(&ids[0], services, now);
+    let mut endpoints = cache.listing();
     for i in 0..n {
         let (ns, name) = (format!("team-{}", i % 1000), format!("service-{i}"));
         let annotations = if hand_written {
@@ -60,10 +61,10 @@ fn fill(n: usize, hand_written: bool) -> ClusterCache {
             "subsets": [{"addresses": [{"ip": "10.1.2.3"}, {"ip": "10.1.2.4"}], "ports": [{"name": "http", "port": 8080}]}]}))
         .expect("a valid Endpoints");
         // As the watchers do: what the listed Services confirm as maintained is not kept.
-        endpoints.extend(cache.keeps(Entry::Endpoints(EndpointsInfo::of(&ep))));
+        endpoints.extend(cache.keeps(Entry::Object(Object::Endpoints(ep))));
     }
-    cache.replace_all(&ids[1], endpoints, now);
-    let mut slices = Vec::new();
+    cache.replace_listed(&ids[1], endpoints, now);
+    let mut slices = cache.listing();
     for i in 0..n {
         let (ns, name) = (format!("team-{}", i % 1000), format!("service-{i}"));
         let owners = if hand_written {
@@ -82,9 +83,9 @@ fn fill(n: usize, hand_written: bool) -> ClusterCache {
             "addressType": "IPv4", "endpoints": [{"addresses": ["10.1.2.3"]}, {"addresses": ["10.1.2.4"]}],
             "ports": [{"name": "http", "port": 8080}]}))
         .expect("a valid EndpointSlice");
-        slices.extend(cache.keeps(Entry::Slice(SliceInfo::of(&slice))));
+        slices.extend(cache.keeps(Entry::Object(Object::EndpointSlice(slice))));
     }
-    cache.replace_all(&ids[2], slices, now);
+    cache.replace_listed(&ids[2], slices, now);
     cache
 }
 

@@ -8,7 +8,9 @@
 //! `--endpoints none|hand-written|controller`: Services only; selectorless Services with
 //! hand-written Endpoints and EndpointSlices (the worst case: the cache keeps all three);
 //! selector Services with the control plane's Endpoints and EndpointSlices. `--extra` adds the
-//! object of a captured review (e.g. `001-Service-CREATE.json`, the mysql-svc). Writes
+//! object of a captured review (e.g. `001-Service-CREATE.json`, the mysql-svc);
+//! `--mistakes-every N` gives one Service in N the seed's mistakes (its Endpoints and
+//! EndpointSlice named for another Service, their port renamed). Writes
 //! `DIR/kubeconfig` (default `target/fake-cluster`), prints `fake-cluster ready` when it
 //! listens, and serves until killed. Without `--services` (as under a plain `cargo bench`)
 //! it says how to use it and exits.
@@ -35,9 +37,10 @@ struct Args {
     port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    mistakes_every: usize,
 }
 
-const USAGE: &str = "usage: fake_cluster --services N [--namespaces M] [--endpoints none|hand-written|controller] [--port P] [--dir DIR] [--extra FIXTURE.json]...";
+const USAGE: &str = "usage: fake_cluster --services N [--namespaces M] [--endpoints none|hand-written|controller] [--mistakes-every N] [--port P] [--dir DIR] [--extra FIXTURE.json]...";
 
 fn args() -> Result<Option<Args>, String> {
     let mut args = Args {
@@ -47,6 +50,7 @@ fn args() -> Result<Option<Args>, String> {
         port: 28444,
         dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fake-cluster"),
         extra: Vec::new(),
+        mistakes_every: 0,
     };
     let mut given = false;
     let mut it = std::env::args().skip(1);
@@ -68,6 +72,7 @@ fn args() -> Result<Option<Args>, String> {
             "--port" => args.port = value.parse().map_err(|e| bad(&e))?,
             "--dir" => args.dir = PathBuf::from(value),
             "--extra" => args.extra.push(value),
+            "--mistakes-every" => args.mistakes_every = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -97,7 +102,13 @@ async fn main() {
             cases::endpoints(i, args.namespaces, args.endpoints),
             cases::slice(i, args.namespaces, args.endpoints),
         ];
-        for object in objects.into_iter().flatten() {
+        for mut object in objects.into_iter().flatten() {
+            if args.mistakes_every > 0
+                && i % args.mistakes_every == 0
+                && object["kind"] != "Service"
+            {
+                cases::mistake(&mut object);
+            }
             api.apply(object);
             count += 1;
         }

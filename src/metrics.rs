@@ -1,5 +1,7 @@
 //! Prometheus metrics of the webhook, served as text on the metrics listener.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,6 +12,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::admission::Decision;
+use crate::finding::Action;
+use crate::rules::RuleId;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -71,6 +75,21 @@ pub struct Metrics {
     connections_open: Gauge<i64, std::sync::atomic::AtomicI64>,
     webhook_conditions: Family<WebhookLabels, Gauge>,
     connections_refused: Counter,
+    violations: Family<ViolationLabels, Gauge>,
+    violations_computed: Gauge<f64, AtomicU64>,
+    violations_duration: Gauge<f64, AtomicU64>,
+    violations_judged: Gauge,
+    /// The violation series exported by the last computation, and whether each is a zero
+    /// kept one computation longer.
+    violation_series: Mutex<BTreeMap<ViolationLabels, bool>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ViolationLabels {
+    pub rule: &'static str,
+    pub action: &'static str,
+    /// A namespace, or `(other)` for the namespaces summed together.
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -192,6 +211,30 @@ impl Metrics {
             "1 when the installed webhook configuration's matchConditions are what the policy needs, 0 when they differ (generate them with extsvc-guard policy match-conditions)",
             webhook_conditions.clone(),
         );
+        let violations = Family::<ViolationLabels, Gauge>::default();
+        let violations_computed = Gauge::<f64, AtomicU64>::default();
+        let violations_duration = Gauge::<f64, AtomicU64>::default();
+        let violations_judged = Gauge::default();
+        registry.register(
+            "violations",
+            "Objects in the watch cache in violation now, by rule, action and namespace (the namespaces with the most, see --audit-namespaces; the rest summed as namespace=\"(other)\")",
+            violations.clone(),
+        );
+        registry.register(
+            "violations_last_computed_timestamp_seconds",
+            "When the violation gauges were last computed (Unix time)",
+            violations_computed.clone(),
+        );
+        registry.register(
+            "violations_computation_seconds",
+            "How long the last computation of the violation gauges took",
+            violations_duration.clone(),
+        );
+        registry.register(
+            "violations_judged_objects",
+            "Objects judged by the last computation of the violation gauges",
+            violations_judged.clone(),
+        );
         // Reload series exist from the start, so an alert on failures sees 0, not nothing.
         for what in ["certificate", "policy", "client-ca"] {
             let _ = reloads.get_or_create(&ReloadLabels { what });
@@ -214,6 +257,11 @@ impl Metrics {
             connections_open,
             connections_refused,
             webhook_conditions,
+            violations,
+            violations_computed,
+            violations_duration,
+            violations_judged,
+            violation_series: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -222,6 +270,51 @@ impl Metrics {
         self.webhook_conditions
             .get_or_create(&WebhookLabels { webhook })
             .set(i64::from(current));
+    }
+
+    /// Sets the violation gauges to a computation's `series` (see `audit::Tally::series`),
+    /// made at `unix_seconds` in `seconds`, over `judged` objects. A series that is gone
+    /// since the last computation reads 0 until the next one, so that a scrape sees the
+    /// count drop; then it is removed, so that namespaces that come and go add no series.
+    pub fn record_violations(
+        &self,
+        series: &BTreeMap<(String, RuleId, Action), u64>,
+        judged: u64,
+        unix_seconds: f64,
+        seconds: f64,
+    ) {
+        let mut exported = self
+            .violation_series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = BTreeMap::new();
+        for ((namespace, rule, action), count) in series {
+            let labels = ViolationLabels {
+                rule: rule.as_str(),
+                action: action.as_str(),
+                namespace: namespace.clone(),
+            };
+            self.violations
+                .get_or_create(&labels)
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+            next.insert(labels, false);
+        }
+        for (labels, zeroed) in std::mem::take(&mut *exported) {
+            if next.contains_key(&labels) {
+                continue;
+            }
+            if zeroed {
+                self.violations.remove(&labels);
+            } else {
+                self.violations.get_or_create(&labels).set(0);
+                next.insert(labels, true);
+            }
+        }
+        *exported = next;
+        self.violations_judged
+            .set(i64::try_from(judged).unwrap_or(i64::MAX));
+        self.violations_duration.set(seconds);
+        self.violations_computed.set(unix_seconds);
     }
 
     pub fn record_decision(&self, path: &'static str, decision: &Decision, seconds: f64) {
@@ -328,6 +421,59 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_violation_gone_reads_zero_for_one_computation_then_its_series_goes() {
+        let m = Metrics::new();
+        let series = |n: &[(&str, u64)]| -> BTreeMap<(String, RuleId, Action), u64> {
+            n.iter()
+                .map(|(ns, c)| {
+                    (
+                        ((*ns).to_owned(), RuleId::EndpointsOrphaned, Action::Deny),
+                        *c,
+                    )
+                })
+                .collect()
+        };
+        let line = |text: &str, ns: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("extsvc_guard_violations{")
+                        && l.contains(&format!("namespace=\"{ns}\""))
+                })
+                .map(str::to_owned)
+        };
+        m.record_violations(&series(&[("shop", 2), ("db", 1)]), 10, 1_700_000_000.0, 0.5);
+        let text = m.encode();
+        assert_eq!(
+            line(&text, "shop").as_deref(),
+            Some(
+                "extsvc_guard_violations{rule=\"endpoints-orphaned\",action=\"deny\",namespace=\"shop\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("extsvc_guard_violations_last_computed_timestamp_seconds 1700000000.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("extsvc_guard_violations_judged_objects 10"),
+            "{text}"
+        );
+        m.record_violations(&series(&[("shop", 2)]), 9, 1_700_000_060.0, 0.5);
+        let text = m.encode();
+        assert!(
+            line(&text, "db").is_some_and(|l| l.ends_with(" 0")),
+            "{text}"
+        );
+        m.record_violations(&series(&[("shop", 1)]), 9, 1_700_000_120.0, 0.5);
+        let text = m.encode();
+        assert_eq!(line(&text, "db"), None, "{text}");
+        assert!(
+            line(&text, "shop").is_some_and(|l| l.ends_with(" 1")),
+            "{text}"
+        );
+    }
 
     #[test]
     fn reloads_and_failures_are_counted_by_what() {

@@ -14,6 +14,7 @@ mod support;
 mod envtest;
 
 mod apiserver {
+    pub mod audit;
     pub mod cache;
     pub mod conditions;
     pub mod consumers;

@@ -19,6 +19,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Secret, Service, ServiceAccount,
 };
@@ -302,6 +303,7 @@ fn read_all_strictly(rendered: &Rendered) -> Vec<String> {
     let mut untyped = Vec::new();
     for object in &rendered.objects {
         let known = check::<Namespace>(object)
+            || check::<CronJob>(object)
             || check::<ServiceAccount>(object)
             || check::<ClusterRole>(object)
             || check::<ClusterRoleBinding>(object)
@@ -324,8 +326,13 @@ fn read_all_strictly(rendered: &Rendered) -> Vec<String> {
 
 /// The flags `extsvc-guard serve --help` lists, each with whether it takes a value.
 fn serve_flags() -> BTreeMap<String, bool> {
+    help_flags("serve")
+}
+
+/// The flags `extsvc-guard SUBCOMMAND --help` lists, each with whether it takes a value.
+fn help_flags(subcommand: &str) -> BTreeMap<String, bool> {
     let output = Command::new(BIN)
-        .args(["serve", "--help"])
+        .args([subcommand, "--help"])
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -350,8 +357,8 @@ fn serve_flags() -> BTreeMap<String, bool> {
         }
     }
     assert!(
-        flags.contains_key("listen"),
-        "serve --help lists no --listen:\n{help}"
+        flags.contains_key("policy"),
+        "{subcommand} --help lists no --policy:\n{help}"
     );
     flags
 }
@@ -1749,4 +1756,476 @@ fn the_readme_shows_the_denial_and_the_warning_the_webhook_gives_for_an_ip_in_ex
         "README: {shown}\nserver: {warning}"
     );
     assert_eq!(printed[1], "service/ext-ip created");
+}
+
+// ---------------------------------------------------------------------------------------
+// The audit component (deploy/components/audit)
+
+/// Both overlays with the audit components added as the README says (and the components'
+/// own comments), and the image pointed at a registry as the install section says: every
+/// object the cluster would receive, self-signed through render.sh.
+struct WithAudit {
+    _dir: tempfile::TempDir,
+    overlays: Vec<(&'static str, Rendered)>,
+}
+
+const REGISTRY_IMAGE: &str = "registry.example.com/platform/extsvc-guard";
+
+fn with_audit(monitoring: bool) -> &'static WithAudit {
+    fn render(monitoring: bool) -> WithAudit {
+        let dir = deploy_copy();
+        let mut overlays = Vec::new();
+        for name in ["cert-manager", "self-signed"] {
+            let overlay = dir.path().join("deploy/overlays").join(name);
+            let file = overlay.join("kustomization.yaml");
+            let mut text = std::fs::read_to_string(&file).unwrap().replace(
+                "newName: extsvc-guard",
+                &format!("newName: {REGISTRY_IMAGE}"),
+            );
+            let readme = readme_section("Continuous audit");
+            let components = if monitoring {
+                "components:\n  - ../../components/audit\n  - ../../components/audit/monitoring\n"
+            } else {
+                "components:\n  - ../../components/audit\n"
+            };
+            assert!(
+                readme.contains(components.trim_end()) || !monitoring,
+                "the README's Continuous audit section shows:\n{components}"
+            );
+            text.push_str(components);
+            std::fs::write(&file, text).unwrap();
+            let objects = if name == "self-signed" {
+                make_certs(&overlay.join("certs"));
+                let output = run_render_sh(&overlay);
+                assert!(
+                    output.status.success(),
+                    "render.sh: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                documents(&String::from_utf8(output.stdout).unwrap())
+            } else {
+                documents(&kustomize(&overlay))
+            };
+            overlays.push((name, Rendered { objects }));
+        }
+        WithAudit {
+            _dir: dir,
+            overlays,
+        }
+    }
+    static PLAIN: OnceLock<WithAudit> = OnceLock::new();
+    static MONITORED: OnceLock<WithAudit> = OnceLock::new();
+    if monitoring {
+        MONITORED.get_or_init(|| render(true))
+    } else {
+        PLAIN.get_or_init(|| render(false))
+    }
+}
+
+/// The README's section under `## title`, up to the next section of that level.
+fn readme_section(title: &str) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find(&format!("\n## {title}"))
+        .unwrap_or_else(|| panic!("the README has no section {title}"));
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    rest[..end].to_owned()
+}
+
+fn cronjob_pod(cronjob: &CronJob) -> &k8s_openapi::api::core::v1::PodSpec {
+    cronjob
+        .spec
+        .as_ref()
+        .unwrap()
+        .job_template
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+}
+
+fn cronjob_container(cronjob: &CronJob) -> &Container {
+    let containers = &cronjob_pod(cronjob).containers;
+    assert_eq!(containers.len(), 1, "one container: scan");
+    &containers[0]
+}
+
+#[test]
+fn the_audit_component_adds_its_account_role_and_cronjob_to_either_overlay_and_reads_strictly() {
+    for (overlay, rendered) in &with_audit(false).overlays {
+        let plain = match *overlay {
+            "cert-manager" => cert_manager(),
+            _ => &self_signed().script,
+        };
+        let added: BTreeSet<(String, String)> = rendered
+            .kinds_and_names()
+            .difference(&plain.kinds_and_names())
+            .cloned()
+            .collect();
+        let expected: BTreeSet<(String, String)> = [
+            ("v1/ServiceAccount", "extsvc-guard-audit"),
+            (
+                "rbac.authorization.k8s.io/v1/ClusterRole",
+                "extsvc-guard-audit",
+            ),
+            (
+                "rbac.authorization.k8s.io/v1/ClusterRoleBinding",
+                "extsvc-guard-audit",
+            ),
+            ("batch/v1/CronJob", "extsvc-guard-audit"),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), n.to_owned()))
+        .collect();
+        assert_eq!(added, expected, "{overlay}");
+        assert!(
+            plain
+                .kinds_and_names()
+                .is_subset(&rendered.kinds_and_names()),
+            "{overlay}: the component removes nothing"
+        );
+        let untyped = read_all_strictly(rendered);
+        assert!(
+            untyped.iter().all(|k| k.starts_with("cert-manager.io/")),
+            "{overlay}: {untyped:?}"
+        );
+        let cronjob: CronJob = rendered.get("extsvc-guard-audit");
+        assert_eq!(
+            cronjob.metadata.namespace.as_deref(),
+            Some("extsvc-guard"),
+            "{overlay}"
+        );
+        // The overlay's `images:` reaches the CronJob too: one image for both.
+        let deployment: Deployment = rendered.only();
+        assert_eq!(
+            cronjob_container(&cronjob).image,
+            container(&deployment).image,
+            "{overlay}"
+        );
+        assert!(
+            cronjob_container(&cronjob)
+                .image
+                .as_deref()
+                .is_some_and(|i| i.starts_with(REGISTRY_IMAGE)),
+            "{overlay}"
+        );
+    }
+}
+
+#[test]
+fn the_scheduled_scan_never_overlaps_ends_before_the_next_is_due_and_keeps_a_short_history() {
+    for (overlay, rendered) in &with_audit(false).overlays {
+        let cronjob: CronJob = rendered.get("extsvc-guard-audit");
+        let spec = cronjob.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.schedule, "*/15 * * * *",
+            "{overlay}: the README's default"
+        );
+        assert_eq!(
+            spec.concurrency_policy.as_deref(),
+            Some("Forbid"),
+            "{overlay}"
+        );
+        assert!(
+            spec.starting_deadline_seconds.is_some_and(|s| s > 0),
+            "{overlay}"
+        );
+        assert!(
+            spec.successful_jobs_history_limit
+                .is_some_and(|n| (1..=5).contains(&n))
+                && spec
+                    .failed_jobs_history_limit
+                    .is_some_and(|n| (1..=5).contains(&n)),
+            "{overlay}"
+        );
+        let job = spec.job_template.spec.as_ref().unwrap();
+        let deadline = job.active_deadline_seconds.expect("a deadline");
+        assert!(
+            deadline > 0 && deadline < 15 * 60,
+            "{overlay}: a hung run ends before the next is due ({deadline}s)"
+        );
+        assert!(job.backoff_limit.is_some_and(|b| b <= 2), "{overlay}");
+        let pod = cronjob_pod(&cronjob);
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"), "{overlay}");
+        assert_eq!(
+            cronjob_container(&cronjob)
+                .termination_message_policy
+                .as_deref(),
+            Some("FallbackToLogsOnError"),
+            "{overlay}: a failed run's message reaches the Pod's status"
+        );
+    }
+}
+
+#[test]
+fn the_scheduled_scan_runs_as_non_root_read_only_without_privilege_with_bounded_resources() {
+    for (overlay, rendered) in &with_audit(false).overlays {
+        let cronjob: CronJob = rendered.get("extsvc-guard-audit");
+        let pod = cronjob_pod(&cronjob);
+        let pod_security = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true), "{overlay}");
+        assert_eq!(pod_security.run_as_user, Some(65532), "{overlay}");
+        assert_eq!(
+            pod_security
+                .seccomp_profile
+                .as_ref()
+                .map(|p| p.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{overlay}"
+        );
+        let container = cronjob_container(&cronjob);
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.run_as_non_root, Some(true), "{overlay}");
+        assert_eq!(security.read_only_root_filesystem, Some(true), "{overlay}");
+        assert_eq!(
+            security.allow_privilege_escalation,
+            Some(false),
+            "{overlay}"
+        );
+        assert_eq!(security.privileged, None, "{overlay}");
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..]),
+            "{overlay}"
+        );
+        assert!(pod.host_network.is_none() && pod.host_pid.is_none());
+        let resources = container.resources.as_ref().unwrap();
+        let mebibytes = |q: &str| -> u64 {
+            q.strip_suffix("Mi")
+                .unwrap_or_else(|| panic!("{q}: write memory in Mi"))
+                .parse()
+                .unwrap()
+        };
+        let requests = resources.requests.as_ref().unwrap();
+        let limits = resources.limits.as_ref().unwrap();
+        let (request, limit) = (
+            mebibytes(&requests["memory"].0),
+            mebibytes(&limits["memory"].0),
+        );
+        // docs/performance.md: 300k objects in namespaces of 10k peak at 28 MiB resident;
+        // the request covers that, the limit leaves room for larger namespaces and pages
+        // of large objects, and stays within the 150 MiB.
+        const MEASURED_PEAK_MIB: u64 = 28;
+        assert!(
+            request >= MEASURED_PEAK_MIB && request <= limit && limit <= 150,
+            "{overlay}: memory {request}Mi/{limit}Mi"
+        );
+        assert!(limits.contains_key("cpu") && requests.contains_key("cpu"));
+    }
+}
+
+#[test]
+fn the_scheduled_scan_applies_reports_with_the_webhooks_policy_and_only_flags_scan_knows() {
+    let known = help_flags("scan");
+    for (overlay, rendered) in &with_audit(false).overlays {
+        let cronjob: CronJob = rendered.get("extsvc-guard-audit");
+        let container = cronjob_container(&cronjob);
+        assert!(
+            container.command.is_none(),
+            "the image's ENTRYPOINT runs the binary"
+        );
+        let args = container.args.as_ref().unwrap();
+        assert_eq!(args[0], "scan", "{overlay}");
+        let mut flags = BTreeMap::new();
+        for arg in &args[1..] {
+            let flag = arg.strip_prefix("--").unwrap();
+            let (name, value) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (flag.to_owned(), None),
+            };
+            let takes_value = known
+                .get(&name)
+                .unwrap_or_else(|| panic!("{overlay}: `scan --help` knows no --{name}"));
+            assert_eq!(*takes_value, value.is_some(), "{overlay}: --{name}");
+            flags.insert(name, value);
+        }
+        assert_eq!(flags.get("apply"), Some(&None), "{overlay}");
+        assert_eq!(flags["fail-on"].as_deref(), Some("never"), "{overlay}");
+        assert_eq!(flags["format"].as_deref(), Some("summary"), "{overlay}");
+        // The webhook's policy, from the same ConfigMap, mounted whole.
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| flags["policy"].as_deref() == Some(&format!("{}/policy.yaml", m.mount_path)))
+            .unwrap_or_else(|| panic!("{overlay}: --policy is not in a mounted directory"));
+        assert!(mount.sub_path.is_none() && mount.read_only == Some(true));
+        let volume = cronjob_pod(&cronjob)
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        assert_eq!(
+            volume.config_map.as_ref().map(|c| c.name.as_str()),
+            Some("extsvc-guard-policy"),
+            "{overlay}"
+        );
+        let deployment: Deployment = rendered.only();
+        assert_eq!(
+            flag(&serve_args(self::container(&deployment)), "policy"),
+            flags["policy"].as_deref().unwrap(),
+            "{overlay}: the same file as the webhook"
+        );
+    }
+}
+
+#[test]
+fn the_audit_account_may_read_what_scan_judges_and_write_policy_reports_and_the_webhooks_stays_read_only()
+ {
+    for (overlay, rendered) in &with_audit(false).overlays {
+        let granted = |role: &ClusterRole| -> BTreeSet<(String, String, String)> {
+            let mut granted = BTreeSet::new();
+            for rule in role.rules.iter().flatten() {
+                assert!(rule.non_resource_urls.is_none());
+                let mut verbs = rule.verbs.clone();
+                verbs.sort();
+                // A grant limited to names reads as `resource/name`.
+                let names = rule.resource_names.clone().unwrap_or_default();
+                for group in rule.api_groups.iter().flatten() {
+                    for resource in rule.resources.iter().flatten() {
+                        if names.is_empty() {
+                            granted.insert((group.clone(), resource.clone(), verbs.join(",")));
+                        }
+                        for name in &names {
+                            let named = format!("{resource}/{name}");
+                            granted.insert((group.clone(), named, verbs.join(",")));
+                        }
+                    }
+                }
+            }
+            granted
+        };
+        let expected: BTreeSet<(String, String, String)> = [
+            ("", "services", "list"),
+            ("", "endpoints", "list"),
+            ("", "namespaces", "list"),
+            ("discovery.k8s.io", "endpointslices", "list"),
+            ("networking.k8s.io", "ingresses", "list"),
+            ("gateway.networking.k8s.io", "httproutes", "list"),
+            ("gateway.networking.k8s.io", "grpcroutes", "list"),
+            ("gateway.networking.k8s.io", "tlsroutes", "list"),
+            (
+                "wgpolicyk8s.io",
+                "policyreports",
+                "create,delete,list,patch",
+            ),
+        ]
+        .into_iter()
+        .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))
+        .collect();
+        let audit: ClusterRole = rendered.get("extsvc-guard-audit");
+        assert_eq!(granted(&audit), expected, "{overlay}");
+        let binding: ClusterRoleBinding = rendered.get("extsvc-guard-audit");
+        assert_eq!(binding.role_ref.name, "extsvc-guard-audit");
+        let subjects = binding.subjects.unwrap();
+        let account: ServiceAccount = rendered.get("extsvc-guard-audit");
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
+        assert_eq!(subjects[0].namespace, account.metadata.namespace);
+        let cronjob: CronJob = rendered.get("extsvc-guard-audit");
+        assert_eq!(
+            cronjob_pod(&cronjob).service_account_name,
+            account.metadata.name,
+            "{overlay}: its own account, not the webhook's"
+        );
+        // The webhook's role is as without the component: reads only.
+        let webhook: ClusterRole = rendered.get("extsvc-guard");
+        assert!(
+            granted(&webhook).iter().all(|(_, _, verbs)| verbs
+                .split(',')
+                .all(|v| ["get", "list", "watch"].contains(&v))),
+            "{overlay}"
+        );
+        let plain = match *overlay {
+            "cert-manager" => cert_manager(),
+            _ => &self_signed().script,
+        };
+        assert_eq!(
+            granted(&webhook),
+            granted(&plain.get::<ClusterRole>("extsvc-guard")),
+            "{overlay}"
+        );
+    }
+}
+
+/// The metric names an expression uses (`extsvc_guard_…`).
+fn metric_names(expression: &str) -> BTreeSet<String> {
+    expression
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("extsvc_guard_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_alerting_rules_use_metrics_serve_exports_and_are_the_readmes_example() {
+    // What serve's /metrics exports once the gauges are computed.
+    let metrics = extsvc_guard::metrics::Metrics::new();
+    let series = [(
+        (
+            "shop".to_owned(),
+            extsvc_guard::rules::RuleId::EndpointsOrphaned,
+            extsvc_guard::finding::Action::Deny,
+        ),
+        1,
+    )]
+    .into_iter()
+    .collect();
+    metrics.record_violations(&series, 1, 1.0, 0.1);
+    let exported = metrics.encode();
+    let readme = readme_section("Continuous audit");
+    for (overlay, rendered) in &with_audit(true).overlays {
+        let rule = rendered.value("monitoring.coreos.com/v1", "PrometheusRule", "extsvc-guard");
+        assert_eq!(rule["metadata"]["namespace"], "extsvc-guard");
+        let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+        assert!(rules.len() >= 2, "{overlay}");
+        for r in rules {
+            let expr = r["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                assert!(
+                    exported.contains(&format!("\n{name}")),
+                    "{overlay}: {name} in {expr:?} is not exported:\n{exported}"
+                );
+            }
+            assert!(
+                readme.contains(expr),
+                "the README's example shows alert {}: {expr}",
+                r["alert"]
+            );
+            assert!(r["for"].is_string() && r["labels"]["severity"].is_string());
+        }
+        // The PodMonitor scrapes the Deployment's metrics port.
+        let monitor = rendered.value("monitoring.coreos.com/v1", "PodMonitor", "extsvc-guard");
+        let deployment: Deployment = rendered.only();
+        let pod_labels: Vec<(&str, &str)> = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let selector: LabelSelector =
+            serde_json::from_value(monitor["spec"]["selector"].clone()).unwrap();
+        assert!(selects(&selector, &pod_labels), "{overlay}");
+        let port = monitor["spec"]["podMetricsEndpoints"][0]["port"]
+            .as_str()
+            .unwrap();
+        let metrics_port = named_container_port(container(&deployment), port);
+        let args = serve_args(container(&deployment));
+        assert!(
+            flag(&args, "metrics-listen").ends_with(&format!(":{metrics_port}")),
+            "{overlay}"
+        );
+    }
 }

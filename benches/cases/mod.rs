@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use extsvc_guard::admission::{self, Endpoint, Verdict};
 use extsvc_guard::cluster::cache::{ClusterCache, Entry, WatchId, WatchedKind};
-use extsvc_guard::cluster::{ClusterView, EndpointsInfo, NoClusterView, ServiceInfo, SliceInfo};
+use extsvc_guard::cluster::{ClusterView, NoClusterView};
+use extsvc_guard::object::Object;
 use extsvc_guard::policy::Policy;
 use serde_json::{Value, json};
 
@@ -206,51 +207,71 @@ pub fn slice(i: usize, namespaces: usize, mode: EndpointsMode) -> Option<Value> 
     )
 }
 
-/// A watch cache as `serve`'s watchers would fill it from a cluster of `services` Services
-/// in `namespaces` namespaces (plus `extra` objects, e.g. a fixture's Service).
+/// A watch cache as `serve`'s watchers fill it from a cluster of `services` Services in
+/// `namespaces` namespaces (plus `extra` objects, e.g. a fixture's Service): one list per
+/// kind, the Services first, each object kept compact as it arrives, and what the listed
+/// Services confirm a controller maintains dropped.
 pub fn cache(
     services: usize,
     namespaces: usize,
     mode: EndpointsMode,
     extra: &[Value],
 ) -> ClusterCache {
+    fill(services, namespaces, mode, 0, extra)
+}
+
+/// [`cache`] where one Service in `every` has the seed's two mistakes: its Endpoints and
+/// EndpointSlice are named (labelled) for another name — an orphan, and a Service without
+/// endpoints — and their port is named differently.
+pub fn cache_with_mistakes(
+    services: usize,
+    namespaces: usize,
+    mode: EndpointsMode,
+    every: usize,
+) -> ClusterCache {
+    fill(services, namespaces, mode, every, &[])
+}
+
+fn fill(
+    services: usize,
+    namespaces: usize,
+    mode: EndpointsMode,
+    every: usize,
+    extra: &[Value],
+) -> ClusterCache {
     let cache = ClusterCache::new();
     let now = Instant::now();
-    let mut lists: [Vec<Entry>; 3] = Default::default();
-    let objects = (0..services).flat_map(|i| {
-        [
-            Some(service(i, namespaces, mode)),
-            endpoints(i, namespaces, mode),
-            slice(i, namespaces, mode),
-        ]
-        .into_iter()
-        .flatten()
-    });
-    for object in objects.chain(extra.iter().cloned()) {
-        match object["kind"].as_str() {
-            Some("Service") => {
-                let s = serde_json::from_value(object).expect("a valid Service");
-                lists[0].push(Entry::Service(ServiceInfo::of(&s)));
-            }
-            Some("Endpoints") => {
-                let e = serde_json::from_value(object).expect("a valid Endpoints");
-                // The cache itself forgets what the endpoints controller maintains.
-                lists[1].push(Entry::Endpoints(EndpointsInfo::of(&e)));
-            }
-            Some("EndpointSlice") => {
-                let s = serde_json::from_value(object).expect("a valid EndpointSlice");
-                lists[2].push(Entry::Slice(SliceInfo::of(&s)));
-            }
-            other => panic!("unexpected kind {other:?}"),
-        }
-    }
     let kinds = [
-        WatchedKind::Services,
-        WatchedKind::Endpoints,
-        WatchedKind::EndpointSlices,
+        ("Service", WatchedKind::Services),
+        ("Endpoints", WatchedKind::Endpoints),
+        ("EndpointSlice", WatchedKind::EndpointSlices),
     ];
-    for (kind, list) in kinds.into_iter().zip(lists) {
-        cache.replace_all(&WatchId::new(kind, None), list, now);
+    for (i, (kind, watched)) in kinds.into_iter().enumerate() {
+        let generated = (0..services).filter_map(|n| {
+            let mut object = match i {
+                0 => Some(service(n, namespaces, mode)),
+                1 => endpoints(n, namespaces, mode),
+                _ => slice(n, namespaces, mode),
+            }?;
+            if every > 0 && n % every == 0 && i > 0 {
+                mistake(&mut object);
+            }
+            Some(object)
+        });
+        let mut listing = cache.listing();
+        for object in generated.chain(extra.iter().filter(|o| o["kind"] == kind).cloned()) {
+            let object = match kind {
+                "Service" => Object::Service(serde_json::from_value(object).expect("a Service")),
+                "Endpoints" => {
+                    Object::Endpoints(serde_json::from_value(object).expect("an Endpoints"))
+                }
+                _ => {
+                    Object::EndpointSlice(serde_json::from_value(object).expect("an EndpointSlice"))
+                }
+            };
+            listing.extend(cache.keeps(Entry::Object(object)));
+        }
+        cache.replace_listed(&WatchId::new(watched, None), listing, now);
     }
     let mut namespace_list: Vec<Entry> = (0..namespaces.max(1))
         .map(|n| Entry::namespace(format!("team-{n}"), None))
@@ -262,6 +283,26 @@ pub fn cache(
         now,
     );
     cache
+}
+
+/// The seed's mistakes on an Endpoints or EndpointSlice: named (or labelled) for a Service
+/// that does not exist, with a port name its Service does not have.
+pub fn mistake(object: &mut Value) {
+    let service = |o: &Value| -> String {
+        o["metadata"]["labels"]["kubernetes.io/service-name"]
+            .as_str()
+            .or(o["metadata"]["name"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let wrong = format!("{}-ep", service(object));
+    if object["kind"] == "Endpoints" {
+        object["metadata"]["name"] = wrong.into();
+        object["subsets"][0]["ports"][0]["name"] = "mysql".into();
+    } else {
+        object["metadata"]["labels"]["kubernetes.io/service-name"] = wrong.into();
+        object["ports"][0]["name"] = "mysql".into();
+    }
 }
 
 /// The cases both engine benches run.

@@ -95,6 +95,15 @@ pub struct ServeArgs {
     /// Service stops routing here first (part of the grace period; Ctrl-C skips it).
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_delay: Duration,
+    /// How often the violation gauges (extsvc_guard_violations: the objects in the watch
+    /// cache that violate a rule now) are computed, besides right after the cache lists;
+    /// 0 turns them off. Each computation judges every cached object on a thread of its own.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    audit_interval: Duration,
+    /// Namespaces with violation series of their own, at most: those with the most objects
+    /// in violation; the others are summed as namespace="(other)".
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    audit_namespaces: u32,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -249,6 +258,10 @@ pub fn run(args: ServeArgs) -> u8 {
         large_review_budget: args.large_review_budget as usize * 1024 * 1024,
         shutdown_grace: args.shutdown_grace,
         shutdown_delay: args.shutdown_delay,
+        audit: server::audit::AuditConfig {
+            interval: args.audit_interval,
+            namespaces: args.audit_namespaces as usize,
+        },
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     match worker_threads() {

@@ -1,5 +1,5 @@
 //! The connection to the API server: credentials, and the direct reads that confirm a
-//! denial the cache suggests (`serve`) or list the whole cluster once (`scan`).
+//! denial the cache suggests (`serve`) or read the cluster namespace by namespace (`scan`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,9 +13,10 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use crate::cluster::cache::{ClusterCache, Entry, WatchId, WatchedKind};
 use crate::cluster::consumers::{self, Consumer, ConsumerKind};
 use crate::cluster::fresh::FreshScope;
-use crate::cluster::{ManifestView, PodCount};
+use crate::cluster::{ManifestView, PodCount, ServiceInfo};
 use crate::object::Object;
 
 /// Where the credentials come from.
@@ -79,8 +80,25 @@ pub fn explain(verb: &str, resource: &str, error: &kube::Error) -> String {
             "{verb} {resource}: {} {} {}",
             status.code, status.reason, status.message
         ),
-        other => format!("{verb} {resource}: {other}"),
+        other => format!("{verb} {resource}: {}", with_causes(other)),
     }
+}
+
+/// An error and what caused it, as far down as it goes: a refused connection reads
+/// `client error (Connect): tcp connect error: Connection refused (os error 111)`, not only
+/// `client error (Connect)`.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// Pods read at most to count what a selector matches: enough to tell "none", "a few" and
@@ -232,114 +250,126 @@ pub async fn list_consumers(
     Ok(found)
 }
 
-/// Everything `scan` judges: the Services, Endpoints and EndpointSlices of the cluster (or
-/// of `namespaces`), and the labels of their namespaces, listed once.
-pub struct ClusterSnapshot {
-    pub objects: Vec<Object>,
-    pub view: ManifestView,
-    /// What could not be read but does not stop the scan.
-    pub notes: Vec<String>,
+/// Objects asked for per request when `scan` reads a namespace: it holds one page of
+/// whole objects at a time, each kept in the watch cache's compact form as it arrives.
+pub const PAGE: u32 = 500;
+
+/// Lists every page of `api`, handing each object to `each`.
+async fn list_pages<K>(api: &Api<K>, what: &str, mut each: impl FnMut(K)) -> Result<(), String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let list = api
+            .list(&params)
+            .await
+            .map_err(|e| explain("list", what, &e))?;
+        list.items.into_iter().for_each(&mut each);
+        match list.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(()),
+        }
+    }
 }
 
-pub async fn list_cluster(
+/// The namespaces `scan` reads, by name: every namespace, or those of `names` (listed by
+/// name rather than read with get: scan needs list permission only; a name that does not
+/// exist is `None`, read as a namespace without objects or labels).
+pub async fn list_namespaces(
     client: &Client,
-    namespaces: &[String],
-) -> Result<ClusterSnapshot, String> {
-    let params = ListParams::default();
-    let mut objects = Vec::new();
-    let mut view = ManifestView::new();
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
-    for scope in scopes {
-        let (services, endpoints, slices): (Api<Service>, Api<Endpoints>, Api<EndpointSlice>) =
-            match scope {
-                Some(ns) => (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                ),
-                None => (
-                    Api::all(client.clone()),
-                    Api::all(client.clone()),
-                    Api::all(client.clone()),
-                ),
-            };
-        let resource = |r: &str| match scope {
-            Some(ns) => format!("{r} in namespace {ns}"),
-            None => r.to_owned(),
-        };
-        for s in services
-            .list(&params)
-            .await
-            .map_err(|e| explain("list", &resource("services"), &e))?
-        {
-            objects.push(Object::Service(s));
-        }
-        for e in endpoints
-            .list(&params)
-            .await
-            .map_err(|e| explain("list", &resource("endpoints"), &e))?
-        {
-            objects.push(Object::Endpoints(e));
-        }
-        for s in slices
-            .list(&params)
-            .await
-            .map_err(|e| explain("list", &resource("endpointslices"), &e))?
-        {
-            objects.push(Object::EndpointSlice(s));
-        }
+    names: &[String],
+) -> Result<BTreeMap<String, Option<Namespace>>, String> {
+    let api = Api::<Namespace>::all(client.clone());
+    let mut found = BTreeMap::new();
+    if names.is_empty() {
+        list_pages(&api, "namespaces", |ns| {
+            found.insert(ns.metadata.name.clone().unwrap_or_default(), Some(ns));
+        })
+        .await?;
+        return Ok(found);
     }
-    let namespace_api = Api::<Namespace>::all(client.clone());
-    if namespaces.is_empty() {
-        for ns in namespace_api
-            .list(&params)
+    for name in names {
+        let one = ListParams::default().fields(&format!("metadata.name={name}"));
+        let listed = api
+            .list(&one)
             .await
-            .map_err(|e| explain("list", "namespaces", &e))?
-        {
-            view.insert_namespace(&ns);
-        }
-    } else {
-        // Listed by name rather than read with get: scan needs list permission only.
-        for name in namespaces {
-            let one = ListParams::default().fields(&format!("metadata.name={name}"));
-            for ns in namespace_api
-                .list(&one)
-                .await
-                .map_err(|e| explain("list", "namespaces", &e))?
-            {
-                view.insert_namespace(&ns);
-            }
-        }
+            .map_err(|e| explain("list", "namespaces", &e))?;
+        found.insert(name.clone(), listed.items.into_iter().next());
     }
-    for object in &objects {
-        view.insert(object);
-    }
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
-    let mut notes = Vec::new();
-    for scope in scopes {
-        match list_consumers(client, scope).await {
-            Ok(consumers) => {
-                for (consumer, backends) in consumers {
-                    view.insert_consumer(&consumer, &backends);
-                }
-            }
-            // Judged as if only DNS clients used the Services: stricter, never laxer.
-            Err(e) => notes.push(format!(
-                "{e}; without it, Services are judged as if only in-cluster DNS clients used them"
-            )),
-        }
-    }
-    Ok(ClusterSnapshot {
-        objects,
-        view,
-        notes,
+    Ok(found)
+}
+
+/// What [`list_namespace`] read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    /// Services, Endpoints and EndpointSlices listed.
+    pub objects: usize,
+    /// Of those, the Endpoints and EndpointSlices the listed Services confirm a controller
+    /// maintains: not kept (they are not judged in a set).
+    pub maintained: usize,
+}
+
+/// Reads the Services, Endpoints and EndpointSlices of `namespace` into `cache` as the
+/// watchers fill it: page by page, each object kept compact as it arrives, the Services
+/// first so that what they confirm a controller maintains is dropped at once.
+pub async fn list_namespace(
+    client: &Client,
+    namespace: &str,
+    cache: &ClusterCache,
+) -> Result<Listed, String> {
+    let mut listed = Listed::default();
+    let what = |r: &str| format!("{r} in namespace {namespace}");
+    let now = std::time::Instant::now();
+    let id = |kind| WatchId::new(kind, Some(namespace));
+
+    let mut listing = cache.listing();
+    let api = Api::<Service>::namespaced(client.clone(), namespace);
+    list_pages(&api, &what("services"), |s| {
+        listed.objects += 1;
+        listing.push(Entry::Object(Object::Service(s)));
     })
+    .await?;
+    cache.replace_listed(&id(WatchedKind::Services), listing, now);
+
+    let mut listing = cache.listing();
+    let api = Api::<Endpoints>::namespaced(client.clone(), namespace);
+    list_pages(&api, &what("endpoints"), |e| {
+        listed.objects += 1;
+        match cache.keeps(Entry::Object(Object::Endpoints(e))) {
+            Some(entry) => listing.push(entry),
+            None => listed.maintained += 1,
+        }
+    })
+    .await?;
+    cache.replace_listed(&id(WatchedKind::Endpoints), listing, now);
+
+    let mut listing = cache.listing();
+    let api = Api::<EndpointSlice>::namespaced(client.clone(), namespace);
+    list_pages(&api, &what("endpointslices"), |s| {
+        listed.objects += 1;
+        match cache.keeps(Entry::Object(Object::EndpointSlice(s))) {
+            Some(entry) => listing.push(entry),
+            None => listed.maintained += 1,
+        }
+    })
+    .await?;
+    cache.replace_listed(&id(WatchedKind::EndpointSlices), listing, now);
+    Ok(listed)
+}
+
+/// The Service `name` of `namespace`, listed by name (list permission only), for a rule
+/// that looks across namespaces (an ExternalName aliasing `<name>.<namespace>.svc`).
+pub async fn find_service(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ServiceInfo>, String> {
+    let api = Api::<Service>::namespaced(client.clone(), namespace);
+    let one = ListParams::default().fields(&format!("metadata.name={name}"));
+    let list = api
+        .list(&one)
+        .await
+        .map_err(|e| explain("list", &format!("services in namespace {namespace}"), &e))?;
+    Ok(list.items.first().map(ServiceInfo::of))
 }

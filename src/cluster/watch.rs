@@ -20,9 +20,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use crate::cluster::cache::{ClusterCache, Entry, Listing, WatchId, WatchedKind};
+use crate::cluster::cache::{ClusterCache, Entry, WatchId, WatchedKind};
 use crate::cluster::client::explain;
-use crate::cluster::{EndpointsInfo, ServiceInfo, SliceInfo};
+use crate::object::Object;
 
 /// Starts the watches: cluster-wide, or for each of `namespaces` when given.
 pub fn spawn(
@@ -53,21 +53,21 @@ pub fn spawn(
                     watcher::Config::default(),
                     id,
                     cache,
-                    |s, _| Some(Entry::Service(ServiceInfo::of(s))),
+                    |s, _| Some(Entry::Object(Object::Service(s))),
                 )),
                 WatchedKind::Endpoints => tokio::spawn(run::<Endpoints>(
                     api(client, scope),
                     watcher::Config::default(),
                     id,
                     cache,
-                    |e, cache| cache.keeps(Entry::Endpoints(EndpointsInfo::of(e))),
+                    |e, cache| cache.keeps(Entry::Object(Object::Endpoints(e))),
                 )),
                 WatchedKind::EndpointSlices => tokio::spawn(run::<EndpointSlice>(
                     api(client, scope),
                     watcher::Config::default(),
                     id,
                     cache,
-                    |s, cache| cache.keeps(Entry::Slice(SliceInfo::of(s))),
+                    |s, cache| cache.keeps(Entry::Object(Object::EndpointSlice(s))),
                 )),
                 WatchedKind::Namespaces => {
                     // Namespaces are cluster-scoped: with --watch-namespace, watch just that one.
@@ -112,7 +112,7 @@ async fn run<K>(
     config: watcher::Config,
     id: WatchId,
     cache: Arc<ClusterCache>,
-    project: fn(&K, &ClusterCache) -> Option<Entry>,
+    project: fn(K, &ClusterCache) -> Option<Entry>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
@@ -128,7 +128,7 @@ async fn run<K>(
     let probe_api = api.clone();
     let mut stream = watcher(api, config).default_backoff().boxed();
     // Kept compact as it arrives: a large list never exists twice in full.
-    let mut listing = Listing::new();
+    let mut listing = cache.listing();
     let mut failing = false;
     let mut probe = tokio::time::interval(PROBE_INTERVAL);
     // Ticks missed while healthy are not owed: one probe per interval while failing.
@@ -158,8 +158,8 @@ async fn run<K>(
         };
         let now = Instant::now();
         match event {
-            Ok(watcher::Event::Init) => listing = Listing::new(),
-            Ok(watcher::Event::InitApply(object)) => listing.extend(project(&object, &cache)),
+            Ok(watcher::Event::Init) => listing = cache.listing(),
+            Ok(watcher::Event::InitApply(object)) => listing.extend(project(object, &cache)),
             Ok(watcher::Event::InitDone) => {
                 let count = listing.len();
                 cache.replace_listed(&id, std::mem::take(&mut listing), now);
@@ -167,13 +167,12 @@ async fn run<K>(
                 failing = false;
             }
             Ok(watcher::Event::Apply(object)) => {
-                match project(&object, &cache) {
+                let namespace = object.meta().namespace.clone().unwrap_or_default();
+                let name = object.name_any();
+                match project(object, &cache) {
                     Some(entry) => cache.apply(&id, entry, now),
                     // Now maintained by a controller: no longer kept.
-                    None => {
-                        let namespace = object.meta().namespace.clone().unwrap_or_default();
-                        cache.delete(&id, &namespace, &object.name_any(), now);
-                    }
+                    None => cache.delete(&id, &namespace, &name, now),
                 }
                 failing = false;
             }

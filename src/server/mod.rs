@@ -5,6 +5,7 @@
 //! policy and cluster view, and its decision goes back. Certificates and policy reload
 //! without a restart ([`reload`]); SIGTERM drains in-flight requests.
 
+pub mod audit;
 pub mod conditions;
 pub mod connections;
 pub mod large;
@@ -30,7 +31,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::TokioTimer;
 
 use crate::admission::{self, Decision, Endpoint};
-use crate::cluster::cache::ClusterCache;
+use crate::cluster::cache::{ClusterCache, Kept};
 use crate::cluster::client::{self, ConnectError, Credentials};
 use crate::cluster::fresh::{FreshReads, FreshScope, Reader};
 use crate::cluster::{ClusterView, LabelsOnly, NoClusterView, Overlay, watch};
@@ -96,6 +97,8 @@ pub struct Config {
     /// Service stops routing here first. Part of the grace period; SIGINT skips it.
     pub shutdown_delay: Duration,
     pub cluster: ClusterConfig,
+    /// The violation gauges (with a cluster only).
+    pub audit: audit::AuditConfig,
 }
 
 /// Whether and how `serve` watches the cluster.
@@ -128,6 +131,25 @@ pub struct Cluster {
     /// The longest wait for any read a request makes.
     read_timeout: Duration,
     max_staleness: Duration,
+    /// The watched namespaces; empty: cluster-wide.
+    namespaces: Vec<String>,
+    /// The watch tasks, restarted when the cache must relist.
+    watches: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Stops the watches and starts them anew: each lists its kind again, which replaces
+    /// what the cache holds of it.
+    pub fn restart_watches(&self) {
+        let mut watches = self
+            .watches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for task in watches.drain(..) {
+            task.abort();
+        }
+        *watches = watch::spawn(&self.client, &self.cache, &self.namespaces);
+    }
 }
 
 /// What every request handler shares.
@@ -639,7 +661,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             .map_err(StartError)?,
     );
 
-    let (cluster, cluster_note) = start_cluster(&config.cluster).await?;
+    let audit = config.audit.interval > Duration::ZERO;
+    // What the gauges' judgement reads of the objects is kept from the first list on.
+    let kept = audit.then(|| Kept::for_policy(&policy));
+    let (cluster, cluster_note) = start_cluster(&config.cluster, kept).await?;
     let conditions = match (&cluster, &config.cluster) {
         (
             Some(cluster),
@@ -744,6 +769,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             client_ca,
         },
     ));
+    let auditor = (audit && state.cluster.is_some())
+        .then(|| tokio::spawn(audit::run(Arc::clone(&state), config.audit)));
     tracing::info!(
         %addr,
         metrics_addr = %metrics_addr,
@@ -779,6 +806,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         admission_task.abort();
     }
     reloader.abort();
+    if let Some(auditor) = auditor {
+        auditor.abort();
+    }
     let _ = stop_metrics.send(());
     let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
     tracing::info!(elapsed = ?started.elapsed(), "stopped");
@@ -786,7 +816,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 }
 
 /// Connects to the cluster and starts the watches, or says why the server runs without.
-async fn start_cluster(config: &ClusterConfig) -> Result<(Option<Cluster>, String), StartError> {
+async fn start_cluster(
+    config: &ClusterConfig,
+    kept: Option<Kept>,
+) -> Result<(Option<Cluster>, String), StartError> {
     let without = "none: cross-object rules see only the object under review and do not deny";
     let ClusterConfig::Watch {
         credentials,
@@ -806,8 +839,11 @@ async fn start_cluster(config: &ClusterConfig) -> Result<(Option<Cluster>, Strin
         Err(ConnectError::Invalid(why)) => return Err(StartError(why)),
     };
     let cache = Arc::new(ClusterCache::scoped(namespaces));
-    // The watch tasks run for the life of the process.
-    let _tasks = watch::spawn(&client, &cache, namespaces);
+    if let Some(kept) = kept {
+        cache.set_kept(kept);
+    }
+    // The watch tasks run for the life of the process (restarted for a relist).
+    let tasks = watch::spawn(&client, &cache, namespaces);
     let scope = if namespaces.is_empty() {
         "cluster-wide".to_owned()
     } else {
@@ -823,6 +859,8 @@ async fn start_cluster(config: &ClusterConfig) -> Result<(Option<Cluster>, Strin
             client,
             read_timeout: *confirm_timeout,
             max_staleness: *max_staleness,
+            namespaces: namespaces.clone(),
+            watches: std::sync::Mutex::new(tasks),
         }),
         format!("watching {scope}; ready after the initial lists"),
     ))
