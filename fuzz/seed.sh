@@ -8,7 +8,7 @@ root=$(dirname "$fuzz")
 mkdir -p "$fuzz/corpus/request" "$fuzz/corpus/manifest" "$fuzz/corpus/policy"
 cp "$root"/tests/fixtures/admission/*.json "$root"/docs/reviews/*.json "$fuzz/corpus/request/"
 cp "$root"/docs/examples/*.yaml "$root"/tests/fixtures/seeds/*.yaml "$fuzz/corpus/manifest/"
-cp "$root"/src/policy/default.yaml "$fuzz/corpus/policy/default.yaml"
+cp "$root"/engine/src/policy/default.yaml "$fuzz/corpus/policy/default.yaml"
 cp "$root"/docs/policies/*.yaml "$fuzz/corpus/policy/"
 # What the fuzzers found before (minimised), so every run starts from it.
 for target in request manifest policy; do

@@ -1,23 +1,18 @@
 //! extsvc-guard: a guard for Kubernetes Services that point outside the cluster.
 //!
-//! One pure engine ([`rules::judge`]) judges Service, Endpoints and EndpointSlice objects
-//! against the rule catalogue; the front doors (`check` today) only translate their input
-//! into objects and the findings into output.
+//! The engine ([`extsvc_guard_engine`], re-exported here under its module names) judges
+//! Service, Endpoints and EndpointSlice objects; this crate holds its front doors: the CLI
+//! (`check`, `scan`, `serve`, …), the HTTPS server, the cluster client with its watches and
+//! fresh reads, manifests, reports, logging and metrics.
 #![forbid(unsafe_code)]
 
-pub mod admission;
-pub mod audit;
+pub use extsvc_guard_engine::{admission, audit, finding, mutation, object, policy, rules, target};
+
 pub mod cli;
 pub mod cluster;
-pub mod finding;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
-pub mod mutation;
-pub mod object;
 pub mod parallel;
-pub mod policy;
 pub mod report;
-pub mod rules;
 pub mod server;
-pub mod target;

@@ -1124,11 +1124,11 @@ fn render_sh_without_certificates_says_how_to_make_them() {
 #[test]
 fn the_base_policy_file_is_a_byte_for_byte_copy_of_the_embedded_default() {
     let copy = std::fs::read(repo().join("deploy/base/policy.yaml")).unwrap();
-    let embedded = std::fs::read(repo().join("src/policy/default.yaml")).unwrap();
+    let embedded = std::fs::read(repo().join("engine/src/policy/default.yaml")).unwrap();
     assert!(
         copy == embedded,
-        "deploy/base/policy.yaml differs from src/policy/default.yaml: \
-         cp src/policy/default.yaml deploy/base/policy.yaml"
+        "deploy/base/policy.yaml differs from engine/src/policy/default.yaml: \
+         cp engine/src/policy/default.yaml deploy/base/policy.yaml"
     );
 }
 

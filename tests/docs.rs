@@ -39,7 +39,7 @@ fn the_readme_prints_the_embedded_default_policy_verbatim() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     assert!(
         readme.contains(DEFAULT_POLICY_YAML),
-        "README.md must contain src/policy/default.yaml verbatim"
+        "README.md must contain engine/src/policy/default.yaml verbatim"
     );
 }
 
@@ -52,7 +52,11 @@ fn the_readme_rules_table_has_a_row_for_every_rule_of_the_catalogue() {
         .filter(|id| extsvc_guard::finding::RuleId::from_id(id).is_some())
         .collect();
     let ids: Vec<&str> = extsvc_guard::finding::RuleId::NAMES.to_vec();
-    assert_eq!(rows, ids, "the README's rules table, in catalogue order");
+    assert_eq!(
+        rows, ids,
+        "the README's rules table (## The rules) needs a row `| `<id>` | … |` for every rule, \
+         in catalogue order"
+    );
 }
 
 #[test]
@@ -150,6 +154,7 @@ fn every_test_the_security_page_cites_as_proof_exists() {
     let mut names = std::collections::BTreeSet::new();
     function_names(&root().join("tests"), &mut names);
     function_names(&root().join("src"), &mut names);
+    function_names(&root().join("engine/src"), &mut names);
     let cited: Vec<&str> = page
         .split('`')
         .skip(1)

@@ -13,9 +13,9 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use crate::cluster::FreshScope;
 use crate::cluster::cache::{ClusterCache, Entry, WatchId, WatchedKind};
 use crate::cluster::consumers::{self, Consumer, ConsumerKind};
-use crate::cluster::fresh::FreshScope;
 use crate::cluster::{ManifestView, PodCount, ServiceInfo};
 use crate::object::Object;
 

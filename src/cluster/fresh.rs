@@ -20,51 +20,10 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::watch;
 
-use crate::cluster::ManifestView;
-use crate::object::Kind;
+use crate::cluster::{FreshScope, ManifestView};
 
 /// What one read found: the namespace's objects, or why they could not be read.
 pub type ReadResult = Arc<Result<ManifestView, String>>;
-
-/// What of a namespace one read fetches afresh; the rest of what a judgement reads comes
-/// from the cache (see [`crate::cluster::Overlay`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FreshScope {
-    pub services: bool,
-    /// Endpoints and EndpointSlices.
-    pub endpoints: bool,
-    /// The Namespace's labels.
-    pub labels: bool,
-    /// The Ingresses and Gateway API routes (see [`crate::cluster::consumers`]).
-    pub consumers: bool,
-}
-
-impl FreshScope {
-    /// What the cross-object findings of a `kind` rest on. A Service's rest on the endpoints paired with it (headless port remap, port
-    /// names). An Endpoints' or EndpointSlice's rest on the namespace's Services (orphaned,
-    /// overwritten, paired ports) and on their endpoints: `endpoints-orphaned` denies only
-    /// when a likely Service exists, and a Service whose own endpoints were just created is
-    /// not one. What a hint's text names beyond that (say, which orphan looks meant for a
-    /// Service) may come from the cache: it does not change a verdict.
-    pub fn for_denials_of(kind: Kind) -> FreshScope {
-        FreshScope {
-            services: kind != Kind::Service,
-            endpoints: true,
-            labels: false,
-            consumers: false,
-        }
-    }
-
-    /// Nothing to read.
-    pub fn none() -> FreshScope {
-        FreshScope {
-            services: false,
-            endpoints: false,
-            labels: false,
-            consumers: false,
-        }
-    }
-}
 
 /// Reads a namespace afresh; given the namespace name and what to read. Bounded in time by
 /// its implementation.
@@ -175,6 +134,7 @@ impl FreshReads {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::Kind;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::Semaphore;
 

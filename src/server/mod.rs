@@ -31,9 +31,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::TokioTimer;
 
 use crate::admission::{self, Decision, Endpoint};
+use crate::cluster::FreshScope;
 use crate::cluster::cache::{ClusterCache, Kept};
 use crate::cluster::client::{self, ConnectError, Credentials};
-use crate::cluster::fresh::{FreshReads, FreshScope, Reader};
+use crate::cluster::fresh::{FreshReads, Reader};
 use crate::cluster::{ClusterView, LabelsOnly, NoClusterView, Overlay, watch};
 use crate::finding::Action;
 use crate::logging::DecisionLine;

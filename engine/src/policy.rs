@@ -364,7 +364,12 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(listed, catalogue);
+        assert_eq!(
+            listed, catalogue,
+            "engine/src/policy/default.yaml must list every rule of the catalogue under `rules:`, \
+             in catalogue order, as `  <id>: <default action>` (then copy the file to \
+             deploy/base/policy.yaml and the README's default policy block)"
+        );
     }
 
     #[test]

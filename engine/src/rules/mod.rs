@@ -11,8 +11,8 @@ use crate::finding::{Action, Finding, Severity, field_key};
 use crate::object::{Kind, Object, SERVICE_NAME_LABEL};
 use crate::policy::{NamespacePolicy, Policy, RuleAction};
 
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// Who is judging: decides which of two paired objects carries a cross-object finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

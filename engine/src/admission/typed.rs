@@ -371,8 +371,11 @@ mod tests {
 
     #[test]
     fn every_captured_object_reads_as_k8s_openapi_reads_it_but_for_the_managed_fields() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
-        let entries = std::fs::read_dir(&dir).unwrap();
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/admission"
+        ));
+        let entries = std::fs::read_dir(dir).unwrap();
         let mut count = 0;
         for entry in entries.flatten() {
             let Ok(text) = std::fs::read_to_string(entry.path()) else {

@@ -11,9 +11,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::cluster::FreshScope;
 use crate::cluster::cache::{Changes, ClusterCache};
 use crate::cluster::consumers::Consumer;
-use crate::cluster::fresh::FreshScope;
 use crate::cluster::{
     ClusterView, EndpointsInfo, ManifestView, Overlay, PodCount, ServiceInfo, SliceInfo,
 };
@@ -360,11 +360,12 @@ mod tests {
     use super::*;
     use crate::cluster::cache::{Entry, Kept, WatchId, WatchedKind};
     use crate::cluster::consumers::Consumer;
-    use crate::manifest::ManifestSet;
     use crate::object::Kind;
+    use crate::rules::testing;
 
+    /// The repository: the engine's crate is one level down.
     fn repo() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
     }
 
     /// A set of objects as a cluster would hold them.
@@ -376,10 +377,14 @@ mod tests {
     }
 
     fn load(name: String, paths: &[PathBuf]) -> Set {
-        let set = ManifestSet::load(paths);
+        let text: Vec<String> = paths
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        let set = testing::Set::read(&text.join("\n---\n"));
         Set {
             name,
-            objects: set.objects.into_iter().map(|o| *o.object).collect(),
+            objects: set.objects,
             namespaces: set.namespaces,
             consumers: set.consumers,
         }
@@ -431,7 +436,7 @@ mod tests {
             }
             sets.push(load(format!("{dir} together"), &all));
         }
-        let reviews = files(&repo().join("../shared/fixtures/admission"));
+        let reviews = files(&repo().join("tests/fixtures/admission"));
         assert!(reviews.len() > 50, "the captured reviews are there");
         let mut together = Vec::new();
         for file in &reviews {
@@ -451,12 +456,10 @@ mod tests {
             namespaces: Vec::new(),
             consumers: Vec::new(),
         });
-        let mut corners = ManifestSet::default();
-        corners.add_source("corners".to_owned(), CORNERS.to_owned());
-        assert!(corners.errors.is_empty(), "{:?}", corners.errors);
+        let corners = testing::Set::read(CORNERS);
         sets.push(Set {
             name: "corners".to_owned(),
-            objects: corners.objects.into_iter().map(|o| *o.object).collect(),
+            objects: corners.objects,
             namespaces: corners.namespaces,
             consumers: corners.consumers,
         });
@@ -770,9 +773,7 @@ spec:
     }
 
     fn entry(yaml: &str) -> Entry {
-        let mut set = ManifestSet::default();
-        set.add_source("test".to_owned(), yaml.to_owned());
-        Entry::Object(*set.objects.remove(0).object)
+        Entry::Object(testing::Set::read(yaml).objects.remove(0))
     }
 
     #[test]
@@ -828,11 +829,10 @@ spec:
     }
 
     fn load_text(yaml: &str) -> Vec<Entry> {
-        let mut set = ManifestSet::default();
-        set.add_source("test".to_owned(), yaml.to_owned());
-        set.objects
+        testing::Set::read(yaml)
+            .objects
             .into_iter()
-            .map(|o| Entry::Object(*o.object))
+            .map(Entry::Object)
             .collect()
     }
 

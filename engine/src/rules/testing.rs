@@ -1,34 +1,68 @@
 //! Test support: judge a small manifest set written as YAML.
 
+use k8s_openapi::api::core::v1::Namespace;
+
+use crate::cluster::consumers::{Consumer, consumer_of};
 use crate::cluster::{ManifestView, NoClusterView};
 use crate::finding::{Action, Finding, RuleId};
 use crate::object::Object;
 use crate::policy::Policy;
 use crate::rules::{Mode, judge};
 
-/// Reads the objects of a multi-document YAML text; Namespaces are returned apart.
-pub fn objects(yaml: &str) -> (Vec<Object>, ManifestView) {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).unwrap();
-    let mut view = ManifestView::new();
-    let mut objects = Vec::new();
-    for doc in docs {
-        match doc["kind"].as_str().unwrap() {
-            "Service" => objects.push(Object::Service(serde_json::from_value(doc).unwrap())),
-            "Endpoints" => objects.push(Object::Endpoints(serde_json::from_value(doc).unwrap())),
-            "EndpointSlice" => {
-                objects.push(Object::EndpointSlice(serde_json::from_value(doc).unwrap()))
+/// The objects of a manifest set, as the front doors read them: the judged kinds, the
+/// Namespaces and the consumers (Ingresses, routes); other kinds are left out.
+#[derive(Default)]
+pub struct Set {
+    pub objects: Vec<Object>,
+    pub namespaces: Vec<Namespace>,
+    pub consumers: Vec<(Consumer, Vec<(String, String)>)>,
+}
+
+impl Set {
+    /// Reads a multi-document YAML (or JSON) text.
+    pub fn read(yaml: &str) -> Set {
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).unwrap();
+        let mut set = Set::default();
+        for doc in docs.into_iter().filter(|d| d.is_object()) {
+            match doc["kind"].as_str().unwrap_or_default() {
+                "Service" => set
+                    .objects
+                    .push(Object::Service(serde_json::from_value(doc).unwrap())),
+                "Endpoints" => set
+                    .objects
+                    .push(Object::Endpoints(serde_json::from_value(doc).unwrap())),
+                "EndpointSlice" => set
+                    .objects
+                    .push(Object::EndpointSlice(serde_json::from_value(doc).unwrap())),
+                "Namespace" => set.namespaces.push(serde_json::from_value(doc).unwrap()),
+                _ => set.consumers.extend(consumer_of(&doc)),
             }
-            "Namespace" => view.insert_namespace(&serde_json::from_value(doc).unwrap()),
-            other => match crate::cluster::consumers::consumer_of(&doc) {
-                Some((consumer, backends)) => view.insert_consumer(&consumer, &backends),
-                None => panic!("unexpected kind {other}"),
-            },
         }
+        set
     }
-    for o in &objects {
-        view.insert(o);
+
+    /// The view `check` would build of the set.
+    pub fn view(&self) -> ManifestView {
+        let mut view = ManifestView::new();
+        for namespace in &self.namespaces {
+            view.insert_namespace(namespace);
+        }
+        for (consumer, backends) in &self.consumers {
+            view.insert_consumer(consumer, backends);
+        }
+        for o in &self.objects {
+            view.insert(o);
+        }
+        view
     }
-    (objects, view)
+}
+
+/// Reads the objects of a multi-document YAML text and the view of them; Namespaces and
+/// consumers are in the view only.
+pub fn objects(yaml: &str) -> (Vec<Object>, ManifestView) {
+    let set = Set::read(yaml);
+    let view = set.view();
+    (set.objects, view)
 }
 
 /// Judges every object of the set with `policy` (the default when `None`).
