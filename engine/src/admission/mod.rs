@@ -10,8 +10,6 @@ mod wire;
 
 use std::collections::BTreeMap;
 
-use serde_json::value::RawValue;
-
 use crate::cluster::{ClusterView, written_by_controller};
 use crate::finding::{Action, Finding, RuleId};
 use crate::mutation;
@@ -21,9 +19,10 @@ use crate::rules::{Mode, judge};
 
 pub use answer::{cross_object_findings, downgrade_cross_object};
 use answer::{delete_warnings, settle, warning_line};
+use wire::UNREADABLE;
 pub use wire::{
-    API_VERSION, AUDIT_KEY, BadReview, Endpoint, GroupVersionKind, Operation, Request, UserInfo,
-    parse,
+    API_VERSION, AUDIT_KEY, BadReview, Body, Endpoint, GroupVersionKind, Operation, Request,
+    UserInfo, parse,
 };
 
 /// Requests no rule judges, whatever their object: a subresource, a control-plane writer,
@@ -216,9 +215,32 @@ fn judged_kind(kind: &GroupVersionKind) -> Option<Kind> {
         .map(|(_, _, k, _)| *k)
 }
 
-/// Reads a review's object as `kind`.
-fn read(raw: &RawValue, kind: Kind) -> Result<Box<Object>, serde_json::Error> {
-    typed::read(kind, raw.get()).map(Box::new)
+/// An object of the review: read with it, or read from its raw text here.
+enum Held<'r> {
+    Borrowed(&'r Object),
+    // Boxed: a subject lives across the server's wait for a live read, inside every
+    // request's future, which axum moves.
+    Owned(Box<Object>),
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        match self {
+            Held::Borrowed(object) => object,
+            Held::Owned(object) => object,
+        }
+    }
+}
+
+/// The object in `body` as `kind`: as read with the review, or read now from its text.
+fn held<'r>(body: &'r Body, kind: Kind) -> Option<Result<Held<'r>, serde_json::Error>> {
+    match body {
+        Body::Read(object) => Some(Ok(Held::Borrowed(object))),
+        Body::Raw(raw) => Some(typed::read(kind, raw.get()).map(|o| Held::Owned(Box::new(o)))),
+        Body::Skipped => None,
+    }
 }
 
 /// Answers one review.
@@ -241,10 +263,8 @@ pub struct Subject<'r> {
     request: &'r Request,
     kind: Kind,
     endpoint: Endpoint,
-    // Boxed: a subject lives across the server's wait for a live read, inside every
-    // request's future, which axum moves.
-    object: Box<Object>,
-    old: Option<Box<Object>>,
+    object: Held<'r>,
+    old: Option<Held<'r>>,
 }
 
 /// A Service's selector appearing over hand-written endpoints, or going from controller-written
@@ -282,11 +302,9 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Prepared<'_> {
         Operation::Delete => ("oldObject", request.old_object.as_ref()),
         _ => ("object", request.object.as_ref()),
     };
-    let problem = match raw.map(|raw| read(raw, kind)) {
+    let problem = match raw.and_then(|body| held(body, kind)) {
         Some(Ok(object)) => Ok(object),
-        Some(Err(e)) => Err(format!(
-            "extsvc-guard cannot read request.{field} as a {kind}: {e}"
-        )),
+        Some(Err(e)) => Err(format!("{UNREADABLE}{field} as a {kind}: {e}")),
         None => Err(format!(
             "extsvc-guard cannot judge this {} of a {kind}: request.{field} is missing",
             operation.as_str()
@@ -308,7 +326,7 @@ pub fn prepare(request: &Request, endpoint: Endpoint) -> Prepared<'_> {
         }
     };
     let old = match (operation, request.old_object.as_ref()) {
-        (Operation::Update, Some(raw)) => read(raw, kind).ok(),
+        (Operation::Update, Some(body)) => held(body, kind).and_then(Result::ok),
         _ => None,
     };
     Prepared::Judge(Subject {
@@ -1004,6 +1022,9 @@ mod tests {
     #[test]
     fn an_object_that_does_not_match_its_kind_is_answered_with_a_400_naming_the_field() {
         let bad = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"},"spec":{"ports":"3306"}}"#;
+        let expected =
+            "extsvc-guard cannot read request.object as a Service: invalid type: string \"3306\"";
+        // Read in place, as the API server orders a review, or (below) after the review.
         let d = decide(
             &parse(&review(SERVICE, "CREATE", bad, None)).unwrap(),
             &NoClusterView,
@@ -1012,12 +1033,42 @@ mod tests {
         );
         let status = d.status.clone().unwrap();
         assert_eq!((d.allowed, status.code), (false, 400));
+        assert!(status.message.starts_with(expected), "{}", status.message);
+        let late_kind = String::from_utf8(review(SERVICE, "CREATE", bad, None))
+            .unwrap()
+            .replace(
+                r#""kind":{"group":"","version":"v1","kind":"Service"},"#,
+                "",
+            )
+            .replace(
+                r#""oldObject":null"#,
+                r#""oldObject":null,"kind":{"group":"","version":"v1","kind":"Service"}"#,
+            );
+        let d = decide(
+            &parse(late_kind.as_bytes()).unwrap(),
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        let status = d.status.clone().unwrap();
+        assert_eq!((d.allowed, status.code), (false, 400));
+        assert!(status.message.starts_with(expected), "{}", status.message);
+    }
+
+    #[test]
+    fn a_delete_whose_old_object_cannot_be_read_is_allowed_with_a_warning() {
+        let bad = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"},"spec":{"ports":"3306"}}"#;
+        let d = decide(
+            &parse(&review(SERVICE, "DELETE", "null", Some(bad))).unwrap(),
+            &NoClusterView,
+            &Policy::embedded(),
+            Endpoint::Validate,
+        );
+        assert_eq!((d.allowed, d.verdict), (true, Verdict::Warned));
         assert!(
-            status
-                .message
-                .starts_with("extsvc-guard cannot read request.object as a Service: "),
-            "{}",
-            status.message
+            d.warnings[0].contains("cannot read request.oldObject as a Service"),
+            "{:?}",
+            d.warnings
         );
     }
 

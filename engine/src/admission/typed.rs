@@ -37,7 +37,10 @@ pub(super) fn read(kind: Kind, text: &str) -> Result<Object, serde_json::Error> 
 
 /// Reads the next value of `deserializer` as the judged `kind`: what [`read`] does with a
 /// text, done in place while the review around the object is read.
-fn read_from<'de, D: Deserializer<'de>>(kind: Kind, deserializer: D) -> Result<Object, D::Error> {
+pub(super) fn read_from<'de, D: Deserializer<'de>>(
+    kind: Kind,
+    deserializer: D,
+) -> Result<Object, D::Error> {
     Ok(match kind {
         Kind::Service => {
             let s = ServiceText::deserialize(deserializer)?;

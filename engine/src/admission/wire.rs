@@ -2,15 +2,18 @@
 //! request body, and the AdmissionReview that answers it. kube's own admission types do not
 //! fit: its request types read objects as `DynamicObject` (read whole, whatever their kind
 //! and writer), and its response writes `patch` as an array of numbers (kube-rs issue 1781);
-//! here objects stay raw until the decision knows it will read them, and the patch is base64.
+//! here an object is read once, as the kind the request names, and only when it is judged, and the patch is base64.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use super::Decision;
+use crate::object::{Kind, Object};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -71,40 +74,269 @@ pub struct UserInfo {
     pub groups: Vec<String>,
 }
 
-/// The part of an AdmissionRequest extsvc-guard reads. The objects stay raw JSON until
-/// [`prepare`] knows from the rest of the request whether and as what to read them: a
-/// control plane's large Endpoints is never read at all.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The part of an AdmissionRequest extsvc-guard reads, read in one pass. The API server
+/// writes the request's `kind`, `operation` and `userInfo` before its objects, so the objects
+/// are read in place as the judged kind, or not at all when the write is one the webhook
+/// leaves alone (a control plane's large Endpoints). Sent in another order, an object is
+/// kept raw and read by [`super::prepare`] once the rest is known.
+#[derive(Debug)]
 pub struct Request {
     pub uid: String,
     pub kind: GroupVersionKind,
-    #[serde(default)]
     pub sub_resource: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub namespace: Option<String>,
     pub operation: Operation,
-    #[serde(default)]
     pub user_info: UserInfo,
-    #[serde(default)]
-    pub object: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub old_object: Option<Box<RawValue>>,
-    #[serde(default)]
+    pub object: Option<Body>,
+    pub old_object: Option<Body>,
     pub dry_run: Option<bool>,
 }
 
+/// A review's object as the reader left it.
+#[derive(Debug)]
+pub enum Body {
+    /// Read as the request's (judged) kind.
+    Read(Box<Object>),
+    /// Kept as written: its kind came after it, or it could not be read in place.
+    Raw(Box<RawValue>),
+    /// Not read: a kind the webhook does not judge, or a write it leaves alone.
+    Skipped,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum Field {
+    Uid,
+    Kind,
+    SubResource,
+    Name,
+    Namespace,
+    Operation,
+    UserInfo,
+    Object,
+    OldObject,
+    DryRun,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Request, D::Error> {
+        deserializer.deserialize_map(RequestVisitor { in_place: true })
+    }
+}
+
+/// A request whose objects are all kept raw: how a review is read again when an object it
+/// carries cannot be read in place, so that [`super::prepare`] answers for it (a DELETE is
+/// never blocked by what the webhook cannot read).
+struct KeptRaw(Request);
+
+impl<'de> Deserialize<'de> for KeptRaw {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<KeptRaw, D::Error> {
+        deserializer
+            .deserialize_map(RequestVisitor { in_place: false })
+            .map(KeptRaw)
+    }
+}
+
+struct RequestVisitor {
+    /// Whether objects are read where they are, when the rest of the request allows it.
+    in_place: bool,
+}
+
+impl<'de> Visitor<'de> for RequestVisitor {
+    type Value = Request;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an AdmissionRequest")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
+        fn once<T, E: de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
+            match slot {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        let mut uid = None;
+        let mut kind: Option<GroupVersionKind> = None;
+        let mut sub_resource: Option<Option<String>> = None;
+        let mut name = None;
+        let mut namespace = None;
+        let mut operation = None;
+        let mut user_info: Option<UserInfo> = None;
+        let mut object: Option<Option<Body>> = None;
+        let mut old_object: Option<Option<Body>> = None;
+        let mut dry_run = None;
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Uid => {
+                    once(&uid, "uid")?;
+                    uid = Some(map.next_value::<String>()?);
+                }
+                Field::Kind => {
+                    once(&kind, "kind")?;
+                    kind = Some(map.next_value()?);
+                }
+                Field::SubResource => {
+                    once(&sub_resource, "subResource")?;
+                    sub_resource = Some(map.next_value()?);
+                }
+                Field::Name => {
+                    once(&name, "name")?;
+                    name = Some(map.next_value::<Option<String>>()?);
+                }
+                Field::Namespace => {
+                    once(&namespace, "namespace")?;
+                    namespace = Some(map.next_value::<Option<String>>()?);
+                }
+                Field::Operation => {
+                    once(&operation, "operation")?;
+                    operation = Some(map.next_value::<Operation>()?);
+                }
+                Field::UserInfo => {
+                    once(&user_info, "userInfo")?;
+                    user_info = Some(map.next_value()?);
+                }
+                Field::Object | Field::OldObject => {
+                    let (slot, name) = match field {
+                        Field::Object => (&mut object, "object"),
+                        _ => (&mut old_object, "oldObject"),
+                    };
+                    once(slot, name)?;
+                    let how = ObjectRead::decide(
+                        self.in_place,
+                        name,
+                        kind.as_ref(),
+                        operation,
+                        sub_resource.as_ref(),
+                        user_info.as_ref(),
+                    );
+                    *slot = Some(map.next_value_seed(how)?);
+                }
+                Field::DryRun => {
+                    once(&dry_run, "dryRun")?;
+                    dry_run = Some(map.next_value::<Option<bool>>()?);
+                }
+                Field::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Request {
+            uid: uid.ok_or_else(|| de::Error::missing_field("uid"))?,
+            kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
+            sub_resource: sub_resource.flatten(),
+            name: name.flatten(),
+            namespace: namespace.flatten(),
+            operation: operation.ok_or_else(|| de::Error::missing_field("operation"))?,
+            user_info: user_info.unwrap_or_default(),
+            object: object.flatten(),
+            old_object: old_object.flatten(),
+            dry_run: dry_run.flatten(),
+        })
+    }
+}
+
+/// How one of a request's objects is read, from what came before it.
+#[derive(Clone, Copy)]
+enum ObjectRead {
+    InPlace(&'static str, Kind),
+    Raw,
+    Skip,
+}
+
+impl ObjectRead {
+    fn decide(
+        in_place: bool,
+        field: &'static str,
+        kind: Option<&GroupVersionKind>,
+        operation: Option<Operation>,
+        sub_resource: Option<&Option<String>>,
+        user_info: Option<&UserInfo>,
+    ) -> ObjectRead {
+        let (true, Some(kind), Some(operation)) = (in_place, kind, operation) else {
+            return ObjectRead::Raw;
+        };
+        let Some(kind) = super::judged_kind(kind) else {
+            return ObjectRead::Skip;
+        };
+        if let Some(user) = user_info
+            && super::left_alone(
+                operation,
+                sub_resource.and_then(Option::as_deref),
+                &user.username,
+            )
+        {
+            return ObjectRead::Skip;
+        }
+        match (field, operation) {
+            ("object", Operation::Create | Operation::Update)
+            | ("oldObject", Operation::Update | Operation::Delete) => {
+                ObjectRead::InPlace(field, kind)
+            }
+            _ => ObjectRead::Raw,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectRead {
+    type Value = Option<Body>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Body>, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectRead {
+    type Value = Option<Body>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Option<Body>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<Body>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Body>, D::Error> {
+        Ok(Some(match self {
+            ObjectRead::InPlace(field, kind) => {
+                let object = super::typed::read_from(kind, deserializer).map_err(|e| {
+                    de::Error::custom(format!("{UNREADABLE}{field} as a {kind}: {e}"))
+                })?;
+                Body::Read(Box::new(object))
+            }
+            ObjectRead::Raw => Body::Raw(Deserialize::deserialize(deserializer)?),
+            ObjectRead::Skip => {
+                de::IgnoredAny::deserialize(deserializer)?;
+                Body::Skipped
+            }
+        }))
+    }
+}
+
+/// How the message of an object that cannot be read as its kind begins.
+pub(super) const UNREADABLE: &str = "extsvc-guard cannot read request.";
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Review {
+struct Review<R> {
     #[serde(default)]
     api_version: Option<String>,
     #[serde(default)]
     kind: Option<String>,
-    #[serde(default)]
-    request: Option<Request>,
+    #[serde(default = "none")]
+    request: Option<R>,
+}
+
+fn none<R>() -> Option<R> {
+    None
 }
 
 /// Just enough of a review to answer it: its uid.
@@ -129,16 +361,31 @@ pub struct BadReview {
 
 /// Reads a request body.
 pub fn parse(body: &[u8]) -> Result<Request, BadReview> {
-    let review: Review = serde_json::from_slice(body).map_err(|e| BadReview {
+    let bad = |e: &dyn fmt::Display| BadReview {
         uid: serde_json::from_slice::<UidOnly>(body)
             .ok()
             .map(|u| u.request.uid),
         message: format!("the request body is not a valid AdmissionReview: {e}"),
-    })?;
-    checked(review)
+    };
+    // Checked once as a whole, the text's strings are not checked again one by one.
+    let text = std::str::from_utf8(body).map_err(|e| bad(&format!("it is not UTF-8 ({e})")))?;
+    match serde_json::from_str::<Review<Request>>(text) {
+        Ok(review) => checked(review),
+        // An object that is not of its kind: read again with the objects kept raw, so that
+        // prepare answers for it as for any object it cannot read.
+        Err(e) if e.to_string().starts_with(UNREADABLE) => {
+            let review: Review<KeptRaw> = serde_json::from_str(text).map_err(|e| bad(&e))?;
+            checked(Review {
+                api_version: review.api_version,
+                kind: review.kind,
+                request: review.request.map(|r| r.0),
+            })
+        }
+        Err(e) => Err(bad(&e)),
+    }
 }
 
-fn checked(review: Review) -> Result<Request, BadReview> {
+fn checked(review: Review<Request>) -> Result<Request, BadReview> {
     if review.kind.as_deref() != Some("AdmissionReview")
         || review.api_version.as_deref() != Some(API_VERSION)
     {

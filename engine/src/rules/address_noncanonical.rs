@@ -19,12 +19,15 @@ pub const DEFAULT: RuleAction = RuleAction::Warn;
 
 pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     let mut drafts = Vec::new();
-    let mut judge = |field: String, written: &str, denied: Option<String>| {
+    // `denied` and `field` are asked only of an address with a leading zero.
+    let mut judge = |field: &dyn Fn() -> String,
+                     written: &str,
+                     denied: &dyn Fn() -> Option<String>| {
         if let Some(ip) = leading_zero_ip(written.trim())
-            && denied.is_none()
+            && denied().is_none()
         {
             drafts.push(Draft::violation(
-                field,
+                field(),
                 format!(
                     "{:?} has an IPv4 part with a leading zero: Kubernetes reads it as {ip} (decimal), other tools read such parts as octal, and Kubernetes 1.33+ warns that a later release will refuse it; write {ip}",
                     written.trim()
@@ -35,16 +38,16 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
     for_each_target(object, |field, written| {
         // An IP in externalName is denied by externalname-ip whatever its spelling.
         if !matches!(field, TargetField::ExternalName) {
-            judge(field.to_string(), written, target_denied(written, cx));
+            judge(&|| field.to_string(), written, &|| target_denied(written, cx));
         }
     });
     if let Object::Service(service) = object {
         let external_ips = service.spec.as_ref().and_then(|s| s.external_ips.as_ref());
         for (i, written) in external_ips.into_iter().flatten().enumerate() {
             judge(
-                format!("spec.externalIPs[{i}]"),
+                &|| format!("spec.externalIPs[{i}]"),
                 written,
-                external_ip_denied(written, cx),
+                &|| external_ip_denied(written, cx),
             );
         }
     }

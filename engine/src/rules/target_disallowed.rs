@@ -41,11 +41,11 @@ pub fn check(object: &Object, cx: &Context<'_>) -> Vec<Draft> {
 /// Why the target written as `written` is denied here, or `None` when it is allowed.
 pub fn target_denied(written: &str, cx: &Context<'_>) -> Option<String> {
     let target = Target::parse(written);
-    let shown = match &target {
+    let shown = || match &target {
         Target::Ip(ip) => show_address(written, *ip),
         Target::Host(host) => host.clone(),
     };
-    denied(&target, &shown, cx)
+    denied(&target, shown, cx)
 }
 
 /// Where a target is written; spelled out only for a finding (an Endpoints may list 100k).
@@ -105,24 +105,28 @@ pub fn for_each_target<'o>(object: &'o Object, mut visit: impl FnMut(TargetField
     }
 }
 
-fn denied(target: &Target, shown: &str, cx: &Context<'_>) -> Option<String> {
+/// `shown`: the target as a message names it, spelled out only for a denial.
+fn denied(target: &Target, shown: impl Fn() -> String, cx: &Context<'_>) -> Option<String> {
     let policy = cx.policy.policy;
     if let Some(hit) = policy.deny.find(target) {
         return Some(format!(
-            "{shown} is in {hit}, which the policy denies as a target; point it at the external service's real address"
+            "{} is in {hit}, which the policy denies as a target; point it at the external service's real address",
+            shown()
         ));
     }
     if let Target::Ip(ip) = target
         && let Some(range) = policy.cluster_cidrs.iter().find(|c| c.contains(*ip))
     {
         return Some(format!(
-            "{shown} is inside the cluster's own Pod/Service range {range} (clusterCIDRs): hand-written endpoints there reach in-cluster workloads around NetworkPolicy (CVE-2021-25740); to reach a workload in the cluster use a Service with a selector"
+            "{} is inside the cluster's own Pod/Service range {range} (clusterCIDRs): hand-written endpoints there reach in-cluster workloads around NetworkPolicy (CVE-2021-25740); to reach a workload in the cluster use a Service with a selector",
+            shown()
         ));
     }
     let allow = cx.policy.allow;
     if !allow.is_empty() && allow.find(target).is_none() {
         return Some(format!(
-            "{shown} is not in the targets allowed in namespace {} ({}); point it at an allowed target, or ask the platform team to add it to the policy's targets.allow",
+            "{} is not in the targets allowed in namespace {} ({}); point it at an allowed target, or ask the platform team to add it to the policy's targets.allow",
+            shown(),
             cx.namespace,
             describe(allow)
         ));
@@ -135,7 +139,7 @@ pub fn external_ip_denied(written: &str, cx: &Context<'_>) -> Option<String> {
     // An externalIP that is no IP is `address-invalid`'s.
     let ip = parse_ip(written.trim())?;
     let shown = show_address(written, ip);
-    if let Some(why) = denied(&Target::Ip(ip), &shown, cx) {
+    if let Some(why) = denied(&Target::Ip(ip), || shown.clone(), cx) {
         return Some(why);
     }
     let allow = &cx.policy.policy.external_ips_allow;
