@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)] // each target uses its own part of the oracle
-#[path = "../../tests/hostile/oracle.rs"]
+#[path = "../../tests/offline/hostile/oracle.rs"]
 mod oracle;
 
 fuzz_target!(|bytes: &[u8]| {

@@ -1,12 +1,12 @@
 //! The request path: body bytes → `admission::parse` → `admission::decide` (validating and
 //! mutating, under the embedded and a required-metadata policy) → `Decision::to_json`, with
-//! every answer checked by the same oracle the property tests use (tests/hostile/oracle.rs).
+//! every answer checked by the same oracle the property tests use (tests/offline/hostile/oracle.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)] // each target uses its own part of the oracle
-#[path = "../../tests/hostile/oracle.rs"]
+#[path = "../../tests/offline/hostile/oracle.rs"]
 mod oracle;
 
 fuzz_target!(|body: &[u8]| {

@@ -1,5 +1,5 @@
 //! The admission router called in process, without TLS or a socket: every way a request can
-//! be refused, and the shape of an answer. tests/serve.rs does the same through the real
+//! be refused, and the shape of an answer. tests/server/serve.rs does the same through the real
 //! binary over TLS.
 
 use std::sync::Arc;

@@ -2,14 +2,14 @@
 //! certificates from `extsvc-guard certs`, over verified TLS (the client trusts only the
 //! generated CA), with HTTP/1.1 and HTTP/2.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine;
 use serde_json::{Value, json};
-use support::*;
 
 fn response(answer: &Answer) -> Value {
     assert_eq!(answer.status, 200, "{}", answer.text());

@@ -89,7 +89,7 @@ fn the_real_mysql_ep_request_is_denied_as_orphaned_with_the_port_mismatch() {
 /// As `check` and `scan` see them: an object is the control plane's only when what it says
 /// about its writer is confirmed by the set (its Service has a selector; a mirrored slice's
 /// Endpoints and selectorless Service exist). In admission the requester decides
-/// (tests/serve.rs), because anyone can copy these markers onto an object.
+/// (tests/server/serve.rs), because anyone can copy these markers onto an object.
 #[test]
 fn objects_written_by_the_control_plane_are_recognised_when_the_set_confirms_them() {
     for (name, confirming) in [

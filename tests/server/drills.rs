@@ -2,19 +2,17 @@
 //! (The API server going away and coming back is drilled against a real one in
 //! tests/apiserver/drills.rs; certificate rotation under load is
 //! `the_certificate_rotates_while_a_client_keeps_sending_with_zero_failures` in
-//! tests/serve.rs.) Every request carries its own uid, so a decision the server made and the
+//! tests/server/serve.rs.) Every request carries its own uid, so a decision the server made and the
 //! client never received would be seen.
-
-mod support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::load::*;
+use crate::support::*;
 use serde_json::json;
-use support::load::*;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_under_load_answers_every_request_it_decided_and_turns_readiness_off_first() {

@@ -5,15 +5,11 @@
 //! kube-rs client through a kubeconfig. Everything else `serve` and `scan` do with a cluster
 //! is tested against a real kube-apiserver: tests/apiserver.rs.
 
-#[path = "support/fake_api.rs"]
-mod fake_api;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use fake_api::FakeApi;
+use crate::fake_api::FakeApi;
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 fn service(name: &str, port_name: &str) -> Value {
     json!({

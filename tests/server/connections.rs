@@ -2,17 +2,15 @@
 //! timeouts, HTTP/2 stream limits and rapid resets, and client-certificate authentication
 //! (`--client-ca`). Real binary, real TLS, loopback only.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn metric(server: &Server, series: &str) -> f64 {

@@ -1,15 +1,12 @@
 //! The fake API server (tests/support/fake_api.rs) driven by the real kube client and watcher:
-//! what tests/cluster.rs and the benchmarks' fake cluster rely on it for.
-
-#[path = "support/fake_api.rs"]
-mod fake_api;
+//! what tests/server/cluster.rs and the benchmarks' fake cluster rely on it for.
 
 use std::fmt::Debug;
 use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
-use fake_api::FakeApi;
+use crate::fake_api::FakeApi;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};

@@ -1,5 +1,5 @@
 //! What every answer to hostile input must be, shared by the property tests
-//! (`tests/hostile.rs`) and the coverage-guided fuzz targets (`fuzz/fuzz_targets/`), so both
+//! (`tests/offline/hostile.rs`) and the coverage-guided fuzz targets (`fuzz/fuzz_targets/`), so both
 //! hold the code to the same standard.
 //!
 //! Each `check_*` function feeds one input to one entry point and panics when the answer is
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 pub fn request_policies() -> &'static [Policy] {
     static POLICIES: OnceLock<Vec<Policy>> = OnceLock::new();
     POLICIES.get_or_init(|| {
-        let required = include_str!("../../docs/policies/required-metadata.yaml");
+        let required = include_str!("../../../docs/policies/required-metadata.yaml");
         vec![
             Policy::embedded(),
             Policy::from_yaml(required, "required-metadata.yaml").unwrap(),
