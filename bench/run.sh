@@ -14,7 +14,8 @@
 #
 # Environment: BENCH_PORT (28443, admission), BENCH_METRICS_PORT (28080), BENCH_FAKE_PORT
 # (28444), BASELINE_PORT (28445, compare.sh's reference server), BENCH_SECONDS (6, per
-# compare.sh run), BENCH_ROUNDS (3), BENCH_OBJECTS (100000, memory runs).
+# compare.sh run), BENCH_ROUNDS (3), BENCH_OBJECTS (100000, memory runs), EXTSVC_GUARD (a
+# binary to measure instead of building the dist profile).
 # Needs wrk (apt-get install -y wrk) and curl; installs nothing. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,9 +47,13 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-say "building (the dist profile: the shipped build)"
-cargo build --profile dist --locked -q
-bin=$CARGO_TARGET_DIR/dist/extsvc-guard
+if [ -n "${EXTSVC_GUARD:-}" ]; then
+  bin=$EXTSVC_GUARD   # another build to measure (say, an older commit's), same references
+else
+  say "building (the dist profile: the shipped build)"
+  cargo build --profile dist --locked -q
+  bin=$CARGO_TARGET_DIR/dist/extsvc-guard
+fi
 fake_bin=$(cargo bench --locked --bench fake_cluster --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*fake_cluster[^"]*\)".*/\1/p' | tail -1)
 [ -x "$fake_bin" ] || { echo "run.sh: could not build the fake_cluster bench" >&2; exit 1; }
