@@ -8,7 +8,8 @@ Against a running kube-apiserver (admin client certificate), in one run, rounds 
             for every write of Services, Endpoints and EndpointSlices
   guard     extsvc-guard as deploy/ installs it: both webhooks, the generated matchConditions
 and two write mixes, all dry-run (nothing stays, so every round writes the same):
-  leaving   ExternalName and selectorless Services, their Endpoints and EndpointSlices (creates)
+  leaving   creates of an ExternalName Service, a selectorless Service (warned: no endpoints
+            yet), and the Endpoints and EndpointSlice of an existing selectorless Service
   cluster   what a cluster writes: selector Service creates and label/annotation updates,
             the endpoints controllers' writes, and one write in ten of the leaving kind
 For each: sequential p50/p95 and 8-client p50/p99 of the request as the client sees it, and
@@ -37,6 +38,7 @@ SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "300"))
 PARALLEL = int(os.environ.get("BENCH_PARALLEL", "1600"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+DETAIL = os.environ.get("BENCH_DETAIL") == "1"  # each write's sequential p50
 NS = "bench"
 
 
@@ -124,6 +126,11 @@ def sequential(mix, n):
         send(conn, mix[i % len(mix)])
     times = [send(conn, mix[i % len(mix)]) for i in range(n)]
     conn.close()
+    if DETAIL:
+        for i, write in enumerate(mix):
+            mine = times[i::len(mix)]
+            print(f"    write {i} {write[0]} {write[1].rsplit('/', 2)[-2:]} as {write[2] or 'admin'}:"
+                  f" p50 {pct(mine, 50):.2f} ms", file=sys.stderr)
     return times
 
 
@@ -232,8 +239,10 @@ def main():
     SETUPS["allow"] = minimal_webhook()
     SETUPS["guard"] = webhooks(lambda path: GUARD_URL + path)
     kubectl("create", "namespace", NS)
-    # What the cluster mix updates.
+    # What the cluster mix updates, and the selectorless Service whose Endpoints and
+    # EndpointSlice the leaving mix creates (the second half of a pair applied Service first).
     kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        service("legacy", {"ports": [{"name": "mysql", "port": 3306}]}),
         service("web", {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}),
         {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web", "namespace": NS},
          "subsets": []},

@@ -7,7 +7,9 @@
 #
 # Builds the shipped binary (the dist profile; EXTSVC_GUARD=path to skip) and
 # ../shared/bench/baseline-server. Environment: BENCH_ROUNDS (3), BENCH_SEQUENTIAL (300),
-# BENCH_PARALLEL (1600), BENCH_CLIENTS (8). Needs openssl and python3. Loopback only.
+# BENCH_PARALLEL (1600), BENCH_CLIENTS (8), BENCH_DETAIL=1 (each write's sequential p50),
+# BENCH_SERVE_LOG=FILE (keep serve's decision log: its own time per request, latency_us).
+# Needs openssl and python3. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,6 +20,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  [ -n "${BENCH_SERVE_LOG:-}" ] && cp "$work/serve.log" "$BENCH_SERVE_LOG"
   rm -rf "$work"
 }
 trap cleanup EXIT
