@@ -20,7 +20,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  [ -n "${BENCH_SERVE_LOG:-}" ] && cp "$work/serve.log" "$BENCH_SERVE_LOG"
+  if [ -n "${BENCH_SERVE_LOG:-}" ]; then cp "$work/serve.log" "$BENCH_SERVE_LOG" || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

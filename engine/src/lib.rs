@@ -1,7 +1,8 @@
 //! extsvc-guard's engine: what a Service, Endpoints or EndpointSlice is, the rules that judge
 //! it, the policy that tunes them, and the admission decision made from their findings.
 //!
-//! Pure: no I/O, no async runtime, no Kubernetes client. Other objects are seen only
+//! Pure: no network, no async runtime, no Kubernetes client (the one file it reads is a
+//! policy, [`policy::Policy::load`]). Other objects are seen only
 //! through [`cluster::ClusterView`]; the front doors (`check`, `scan`, `serve`, in the
 //! `extsvc-guard` crate) read files, the cluster and HTTP requests and hand the engine
 //! objects and views.

@@ -1583,6 +1583,19 @@ fn the_containerfile_builds_locked_and_runs_the_binary_alone_on_distroless_as_no
             .any(|i| i.starts_with("RUN ") && i.contains("cargo build --profile dist --locked")),
         "the builder runs cargo build --profile dist --locked (the build bench/ measures)"
     );
+    // Every crate of the workspace is in the build context.
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let members = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("members = "))
+        .expect("Cargo.toml lists the workspace's members");
+    for member in members.split('"').skip(1).step_by(2) {
+        let dir = if member == "." { "src" } else { member };
+        assert!(
+            build.iter().any(|i| i.starts_with(&format!("COPY {dir} "))),
+            "the builder copies {dir}/ (a crate of the workspace)"
+        );
+    }
     let runtime = &instructions[*stages.last().unwrap()..];
     assert_eq!(runtime[0], "FROM gcr.io/distroless/cc-debian12:nonroot");
     let copies: Vec<&String> = runtime.iter().filter(|i| i.starts_with("COPY")).collect();

@@ -2,7 +2,8 @@
 //! request body, and the AdmissionReview that answers it. kube's own admission types do not
 //! fit: its request types read objects as `DynamicObject` (read whole, whatever their kind
 //! and writer), and its response writes `patch` as an array of numbers (kube-rs issue 1781);
-//! here an object is read once, as the kind the request names, and only when it is judged, and the patch is base64.
+//! here an object is read in the same pass as the request, as the kind the request names, and
+//! skipped for writes the webhook leaves alone, and the patch is base64.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -297,10 +298,6 @@ impl<'de> Visitor<'de> for ObjectRead {
     }
 
     fn visit_none<E: de::Error>(self) -> Result<Option<Body>, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Option<Body>, E> {
         Ok(None)
     }
 

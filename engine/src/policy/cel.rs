@@ -2,7 +2,7 @@
 //! server can tell, without calling the webhook, that the webhook would allow untouched —
 //! no denial, no warning, no patch. Each skipped call saves a round trip on the write path;
 //! the conditions call the webhook for everything else, so skipping never changes an answer
-//! (tests/match_conditions.rs evaluates them on every captured review).
+//! (tests/offline/admission_fixtures.rs (`match_conditions`) evaluates them on every captured review).
 //!
 //! A webhook is called when *all* its conditions are true, so each condition here says
 //! "this write may need the webhook".
