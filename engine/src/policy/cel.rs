@@ -149,9 +149,14 @@ fn may_be_patched(policy: &Policy) -> String {
     } else {
         settled.join("\n      && ")
     };
-    for_services.push(format!(
-        "request.resource.resource == 'services'\n  && ({leaves} && !({service_settled})\n      || !{leaves} && ({carries_ours}))"
-    ));
+    // A Service that no longer leaves the cluster loses our keys, when the policy sets them.
+    for_services.push(if policy.shape_metadata {
+        format!(
+            "request.resource.resource == 'services'\n  && ({leaves} && !({service_settled})\n      || !{leaves} && ({carries_ours}))"
+        )
+    } else {
+        format!("request.resource.resource == 'services'\n  && {leaves} && !({service_settled})")
+    });
     for (kind, resource) in [
         (Kind::Endpoints, "endpoints"),
         (Kind::EndpointSlice, "endpointslices"),
