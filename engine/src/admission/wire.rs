@@ -328,6 +328,7 @@ struct Review<R> {
     api_version: Option<String>,
     #[serde(default)]
     kind: Option<String>,
+    // Not `default`: serde's derive would then require `R: Default`.
     #[serde(default = "none")]
     request: Option<R>,
 }
