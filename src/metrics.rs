@@ -208,7 +208,7 @@ impl Metrics {
         let webhook_conditions = Family::<WebhookLabels, Gauge>::default();
         registry.register(
             "webhook_conditions_current",
-            "1 when the installed webhook configuration's matchConditions are what the policy needs, 0 when they differ (generate them with extsvc-guard policy match-conditions)",
+            "1 when the installed webhook configuration's matchConditions (and the mutating webhook's rules) are what the policy needs, 0 when they differ (generate them with extsvc-guard policy match-conditions)",
             webhook_conditions.clone(),
         );
         let violations = Family::<ViolationLabels, Gauge>::default();

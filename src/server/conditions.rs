@@ -1,14 +1,18 @@
 //! Whether the webhook configurations installed in the cluster carry the matchConditions the
-//! policy in use needs (`extsvc-guard policy match-conditions`). Conditions generated for
-//! another policy may keep from the webhook writes this one judges; `serve` cannot change
-//! them (its account only reads), so it says so: a warning in the log when they stop
-//! matching, and `extsvc_guard_webhook_conditions_current`.
+//! policy in use needs, and the mutating webhook the rules (`extsvc-guard policy
+//! match-conditions`). Conditions or rules generated for another policy may keep from the
+//! webhook writes this one judges or patches; `serve` cannot change them (its account only
+//! reads), so it says so: a warning in the log when they stop matching, and
+//! `extsvc_guard_webhook_conditions_current`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::api::admissionregistration::v1::{
-    MatchCondition, MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MatchCondition, MutatingWebhookConfiguration, RuleWithOperations,
+    ValidatingWebhookConfiguration,
 };
 use kube::{Api, Client};
 
@@ -31,25 +35,33 @@ pub async fn watch(client: Client, name: String, state: Arc<State>) {
             .get_opt(&name)
             .await
             .map(|c| {
-                c.and_then(|c| c.webhooks?.into_iter().next())
-                    .map(|w| w.match_conditions.unwrap_or_default())
+                c.and_then(|c| c.webhooks?.into_iter().next()).map(|w| {
+                    same(
+                        &w.match_conditions.unwrap_or_default(),
+                        &cel::validating(&policy),
+                    )
+                })
             });
         let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone())
             .get_opt(&name)
             .await
             .map(|c| {
-                c.and_then(|c| c.webhooks?.into_iter().next())
-                    .map(|w| w.match_conditions.unwrap_or_default())
+                c.and_then(|c| c.webhooks?.into_iter().next()).map(|w| {
+                    same(
+                        &w.match_conditions.unwrap_or_default(),
+                        &cel::mutating(&policy),
+                    ) && same_resources(
+                        &w.rules.unwrap_or_default(),
+                        &cel::mutated_resources(&policy),
+                    )
+                })
             });
-        for (i, (webhook, installed, wanted)) in [
-            ("validating", validating, cel::validating(&policy)),
-            ("mutating", mutating, cel::mutating(&policy)),
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, (webhook, installed)) in [("validating", validating), ("mutating", mutating)]
+            .into_iter()
+            .enumerate()
         {
             let current = match installed {
-                Ok(Some(installed)) => same(&installed, &wanted),
+                Ok(Some(current)) => current,
                 // Not installed (yet), or installed without conditions under another name.
                 Ok(None) => {
                     last[i] = None;
@@ -68,7 +80,7 @@ pub async fn watch(client: Client, name: String, state: Arc<State>) {
                 tracing::warn!(
                     webhook,
                     configuration = %name,
-                    "the installed matchConditions are not what the policy in use needs: writes it judges may never reach the webhook; generate them with `extsvc-guard policy match-conditions POLICY` and apply them (README, \"The policy\")"
+                    "the installed matchConditions (or the mutating webhook's rules) are not what the policy in use needs: writes it judges or patches may never reach the webhook; generate them with `extsvc-guard policy match-conditions POLICY` and apply them (README, \"The policy\")"
                 );
             }
             last[i] = Some(current);
@@ -83,4 +95,72 @@ pub fn same(installed: &[MatchCondition], wanted: &[cel::Condition]) -> bool {
             .iter()
             .zip(wanted)
             .all(|(i, w)| i.name == w.name && i.expression == w.expression)
+}
+
+/// Whether `installed` rules name exactly the resources in `wanted`, for exactly the
+/// operations the mutating webhook is registered for.
+pub fn same_resources(installed: &[RuleWithOperations], wanted: &[&cel::Resource]) -> bool {
+    let mut named = BTreeSet::new();
+    for rule in installed {
+        let mut operations = rule.operations.clone().unwrap_or_default();
+        operations.sort();
+        let mut expected = cel::MUTATED_OPERATIONS.map(str::to_owned).to_vec();
+        expected.sort();
+        if operations != expected {
+            return false;
+        }
+        for group in rule.api_groups.iter().flatten() {
+            for version in rule.api_versions.iter().flatten() {
+                for resource in rule.resources.iter().flatten() {
+                    named.insert((group.clone(), version.clone(), resource.clone()));
+                }
+            }
+        }
+    }
+    let wanted: BTreeSet<(String, String, String)> = wanted
+        .iter()
+        .map(|(group, version, _, resource)| {
+            (
+                (*group).to_owned(),
+                (*version).to_owned(),
+                (*resource).to_owned(),
+            )
+        })
+        .collect();
+    named == wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn rule(group: &str, resources: &[&str], operations: &[&str]) -> RuleWithOperations {
+        RuleWithOperations {
+            api_groups: Some(vec![group.to_owned()]),
+            api_versions: Some(vec!["v1".to_owned()]),
+            resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+            operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
+            scope: Some("*".to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_mutating_rules_are_current_only_when_they_name_what_the_policy_patches() {
+        let shape = Policy::from_yaml("shapeMetadata: true\n", "p.yaml").unwrap();
+        let wanted = cel::mutated_resources(&shape);
+        let services = rule("", &["services"], &["UPDATE", "CREATE"]);
+        assert!(same_resources(std::slice::from_ref(&services), &wanted));
+        // Registered for more: the API server evaluates conditions for nothing.
+        let more = rule("", &["services", "endpoints"], &["CREATE", "UPDATE"]);
+        assert!(!same_resources(&[more], &wanted));
+        // Registered for less: patches the policy asks for never happen.
+        assert!(!same_resources(&[], &wanted));
+        assert!(!same_resources(
+            &[rule("", &["services"], &["CREATE"])],
+            &wanted
+        ));
+        let none = Policy::from_yaml("shapeMetadata: false\n", "p.yaml").unwrap();
+        assert!(same_resources(&[], &cel::mutated_resources(&none)));
+    }
 }

@@ -1,5 +1,6 @@
 //! `serve` compares the matchConditions of the webhook configurations installed in the
-//! cluster with what its policy needs, and says when they differ.
+//! cluster (and the mutating webhook's rules) with what its policy needs, and says when they
+//! differ.
 
 use std::time::Duration;
 
@@ -53,7 +54,7 @@ async fn serve_says_when_the_installed_match_conditions_are_not_what_its_policy_
         ],
     );
     let line =
-        other_policy.wait_log("the installed matchConditions are not what the policy in use needs");
+        other_policy.wait_log("are not what the policy in use needs: writes it judges or patches");
     assert!(
         line.contains("generate them with `extsvc-guard policy match-conditions POLICY`"),
         "{line}"

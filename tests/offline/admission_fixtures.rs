@@ -376,14 +376,22 @@ mod match_conditions {
                 (Endpoint::Mutate, compile(&cel::mutating(&policy))),
             ] {
                 for review in &reviews {
-                    // The mutating webhook is registered for CREATE and UPDATE only.
+                    // The mutating webhook is registered for CREATE and UPDATE of the
+                    // resources the policy may patch only: the others never reach it, and
+                    // must be writes it would leave untouched.
                     let operation = review["request"]["operation"].as_str().unwrap();
                     if endpoint == Endpoint::Mutate && operation == "DELETE" {
                         continue;
                     }
+                    let resource = review["request"]["resource"]["resource"].as_str().unwrap();
+                    let registered = endpoint == Endpoint::Validate
+                        || cel::mutated_resources(&policy)
+                            .iter()
+                            .any(|(_, _, _, r)| *r == resource);
                     total += 1;
-                    let called = called(&conditions, review)
-                        .unwrap_or_else(|e| panic!("{e}\nin {review:#}"));
+                    let called = registered
+                        && called(&conditions, review)
+                            .unwrap_or_else(|e| panic!("{e}\nin {review:#}"));
                     if called {
                         continue;
                     }

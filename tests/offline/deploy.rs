@@ -647,8 +647,14 @@ fn both_overlays_install_the_same_objects_apart_from_where_the_certificate_comes
 // Webhook configurations
 
 #[test]
-fn the_webhook_rules_cover_exactly_the_resources_the_engine_judges() {
+fn the_webhook_rules_cover_exactly_the_resources_the_engine_judges_and_the_policy_patches() {
+    use extsvc_guard::policy::{Policy, cel};
     let judged: BTreeSet<(String, String, String)> = JUDGED
+        .iter()
+        .map(|(g, v, _, r)| ((*g).to_owned(), (*v).to_owned(), (*r).to_owned()))
+        .collect();
+    let policy = Policy::embedded();
+    let mutated: BTreeSet<(String, String, String)> = cel::mutated_resources(&policy)
         .iter()
         .map(|(g, v, _, r)| ((*g).to_owned(), (*v).to_owned(), (*r).to_owned()))
         .collect();
@@ -683,10 +689,19 @@ fn the_webhook_rules_cover_exactly_the_resources_the_engine_judges() {
                     }
                 }
             }
-            assert_eq!(
-                covered, judged,
-                "{overlay} {which}: every judged resource, nothing else"
-            );
+            if which == "validate" {
+                assert_eq!(
+                    covered, judged,
+                    "{overlay} {which}: every judged resource, nothing else"
+                );
+            } else {
+                assert_eq!(
+                    covered,
+                    mutated,
+                    "{overlay} {which}: what the default policy may patch, nothing else; the rules should read: {}",
+                    cel::rules_yaml(&cel::mutated_resources(&policy), &cel::MUTATED_OPERATIONS)
+                );
+            }
         });
     }
 }
