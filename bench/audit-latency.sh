@@ -43,7 +43,7 @@ for round in $(seq "$rounds"); do
   for interval in 60s 0; do
     TOKIO_WORKER_THREADS=1 taskset -c 0 "$EXTSVC_GUARD" serve --kubeconfig "$work/kubeconfig" \
       --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics" \
-      --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" \
+      --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" --policy bench/policy.yaml \
       --audit-interval "$interval" --log-format json >"$work/serve.log" 2>&1 &
     server=$!
     for _ in $(seq 1200); do curl -sf "http://127.0.0.1:$metrics/readyz" >/dev/null && break; sleep 0.05; done

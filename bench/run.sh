@@ -91,7 +91,8 @@ start_serve() {
   local t0 t1
   t0=$(date +%s%N)
   RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics" \
-    --tls-cert "$out/certs/tls.crt" --tls-key "$out/certs/tls.key" "$@" >>"$out/serve.log" 2>&1 &
+    --tls-cert "$out/certs/tls.crt" --tls-key "$out/certs/tls.key" --policy bench/policy.yaml \
+    "$@" >>"$out/serve.log" 2>&1 &
   serve_pid=$!; pids+=("$serve_pid")
   local deadline=$((SECONDS + 900))
   while [ "$SECONDS" -lt "$deadline" ]; do

@@ -70,7 +70,7 @@ per_request() {
   echo $(( (many - few) / 2000 ))
 }
 ours=("$bin" serve --no-cluster --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics"
-      --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key")
+      --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" --policy bench/policy.yaml)
 reference=("$baseline" "127.0.0.1:$port" "$work/certs/tls.crt" "$work/certs/tls.key")
 body002=$fixtures/002-Endpoints-CREATE.json body021=$fixtures/021-Service-CREATE-mutate.json
 

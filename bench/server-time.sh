@@ -27,7 +27,8 @@ echo "|---|---:|---:|---:|---:|"
 for case in "validate 002-Endpoints-CREATE.json" "mutate 021-Service-CREATE-mutate.json" "validate 001-Service-CREATE.json" "validate 013-EndpointSlice-CREATE.json"; do
   read -r path body <<<"$case"
   "$bin" serve --no-cluster --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics" \
-    --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" --log-format json >"$work/log" 2>&1 &
+    --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" --policy bench/policy.yaml \
+    --log-format json >"$work/log" 2>&1 &
   server=$!
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$metrics/readyz" >/dev/null && break; sleep 0.02; done
   rate=$(BODY="$fixtures/$body" wrk -t1 -c32 -d"${seconds}s" -s ../shared/bench/post.lua "https://127.0.0.1:$port/$path" | awk '/Requests\/sec/{print $2}')

@@ -11,10 +11,9 @@ mod cases;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use extsvc_guard::policy::Policy;
 
 fn engine(c: &mut Criterion) {
-    let policy = Policy::embedded();
+    let policy = cases::policy();
     let mut group = c.benchmark_group("review");
     for case in cases::cases() {
         eprintln!(

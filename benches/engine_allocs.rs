@@ -6,7 +6,6 @@ mod cases;
 
 use std::alloc::System;
 
-use extsvc_guard::policy::Policy;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -17,7 +16,7 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 const ROUNDS: usize = 1000;
 
 fn main() {
-    let policy = Policy::embedded();
+    let policy = cases::policy();
     println!("| case | verdict | allocations/review | bytes/review | reallocations/review |");
     println!("|---|---|---:|---:|---:|");
     for case in cases::cases() {

@@ -8,8 +8,6 @@
 
 mod cases;
 
-use extsvc_guard::policy::Policy;
-
 fn main() {
     // cargo bench passes `--bench`; only the words after `--` are ours.
     let args: Vec<String> = std::env::args()
@@ -38,7 +36,7 @@ fn main() {
             return;
         }
     };
-    let policy = Policy::embedded();
+    let policy = cases::policy();
     for _ in 0..count {
         let answer = cases::review(
             std::hint::black_box(&case.body),

@@ -22,6 +22,15 @@ pub struct Case {
     pub view: Arc<dyn ClusterView + Send + Sync>,
 }
 
+/// The policy every benchmark judges with: `bench/policy.yaml` (the default with the shape
+/// metadata on, so that `/mutate` patches).
+pub fn policy() -> Policy {
+    match Policy::from_yaml(include_str!("../../bench/policy.yaml"), "bench/policy.yaml") {
+        Ok(policy) => policy,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 pub fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/admission")

@@ -267,6 +267,11 @@ mod tests {
         Policy::from_yaml(yaml, "test-policy.yaml").unwrap()
     }
 
+    /// The default policy with the shape metadata switched on (off by default).
+    fn shape() -> Policy {
+        policy("shapeMetadata: true\n")
+    }
+
     fn first(yaml: &str) -> (Object, ManifestView) {
         let (objects, view) = objects(yaml);
         (objects.into_iter().next().unwrap(), view)
@@ -282,7 +287,7 @@ mod tests {
     fn an_external_name_service_gets_its_shape_label_and_target_annotation_with_both_maps_created()
     {
         let (object, _) = first(EXTERNAL_NAME);
-        let m = mutate(&object, &NoClusterView, &Policy::embedded());
+        let m = mutate(&object, &NoClusterView, &shape());
         assert_eq!(
             ops_json(&m),
             serde_json::json!([
@@ -303,7 +308,7 @@ mod tests {
         let yaml = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: mysql-svc}\nsubsets: [{addresses: [{ip: 114.32.146.154}], ports: [{name: default-ep, port: 3306}]}]\n";
         let (fixed, _) = first(yaml);
         view.insert(&fixed);
-        let m = mutate(&objects[0], &view, &Policy::embedded());
+        let m = mutate(&objects[0], &view, &shape());
         let ops = ops_json(&m);
         let has = |path: &str, value: &str| {
             ops.as_array()
@@ -406,7 +411,7 @@ mod tests {
         let (object, _) = first(
             "apiVersion: v1\nkind: Service\nmetadata: {name: web, labels: {extsvc-guard.io/shape: ip-mapping}, annotations: {extsvc-guard.io/target: '10.0.0.1:80'}}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n",
         );
-        let m = mutate(&object, &NoClusterView, &Policy::embedded());
+        let m = mutate(&object, &NoClusterView, &shape());
         assert_eq!(
             ops_json(&m),
             serde_json::json!([
@@ -421,7 +426,7 @@ mod tests {
         let (object, _) = first(
             "apiVersion: v1\nkind: Service\nmetadata: {name: db, labels: {extsvc-guard.io/shape: external-name}, annotations: {extsvc-guard.io/target: db.example.com}}\nspec: {ports: [{port: 5432}]}\n",
         );
-        let m = mutate(&object, &NoClusterView, &Policy::embedded());
+        let m = mutate(&object, &NoClusterView, &shape());
         assert_eq!(
             ops_json(&m),
             serde_json::json!([
@@ -433,10 +438,15 @@ mod tests {
         let (object, _) = first(
             "apiVersion: v1\nkind: Service\nmetadata: {name: db, labels: {extsvc-guard.io/shape: ip-mapping}, annotations: {extsvc-guard.io/target: '203.0.113.7:5432'}}\nspec: {ports: [{port: 5432}]}\n",
         );
-        assert!(
-            mutate(&object, &NoClusterView, &Policy::embedded())
-                .patch
-                .is_empty()
+        assert!(mutate(&object, &NoClusterView, &shape()).patch.is_empty());
+    }
+
+    #[test]
+    fn the_default_policy_patches_nothing() {
+        let (object, _) = first(EXTERNAL_NAME);
+        assert_eq!(
+            mutate(&object, &NoClusterView, &Policy::embedded()),
+            Mutation::default()
         );
     }
 
@@ -448,7 +458,7 @@ mod tests {
         ] {
             let (object, _) = first(yaml);
             assert_eq!(
-                mutate(&object, &NoClusterView, &Policy::embedded()),
+                mutate(&object, &NoClusterView, &shape()),
                 Mutation::default(),
                 "{yaml}"
             );

@@ -16,12 +16,9 @@ use crate::policy::Policy;
 const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","kind":{"group":"","version":"v1","kind":"Service"},"resource":{"group":"","version":"v1","resource":"services"},"namespace":"default","operation":"CREATE","userInfo":{"username":"alice"},"object":{"apiVersion":"v1","kind":"Service","metadata":{"name":"ext-ip","namespace":"default"},"spec":{"type":"ExternalName","externalName":"192.168.1.10"}}}}"#;
 
 fn state(request_timeout: Duration) -> Arc<State> {
-    Arc::new(State::new(
-        Policy::embedded(),
-        request_timeout,
-        3 * 1024 * 1024,
-        None,
-    ))
+    // With the shape metadata, so that /mutate has something to patch.
+    let policy = Policy::from_yaml("shapeMetadata: true\n", "policy.yaml").unwrap();
+    Arc::new(State::new(policy, request_timeout, 3 * 1024 * 1024, None))
 }
 
 async fn send(state: Arc<State>, request: Request<Body>) -> (StatusCode, String) {

@@ -92,7 +92,7 @@ async fn a_namespace_label_is_copied_onto_what_kubectl_applies_and_follows_a_rel
     .unwrap();
     let server = serve(&cp, &["--policy", policy.to_str().unwrap()]);
     wait_ready(&server).await;
-    let _webhooks = cp.register(&server, "extsvc-guard-cache-labels", &[&ns]);
+    let _webhooks = cp.register_for_policy(&server, "extsvc-guard-cache-labels", &[&ns], &policy);
 
     let db = |name: &str| {
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},

@@ -224,7 +224,9 @@ async fn the_rendered_webhooks_are_accepted_and_never_called_for_kube_system_the
         applied,
         "mutatingwebhookconfiguration.admissionregistration.k8s.io/extsvc-guard created\nvalidatingwebhookconfiguration.admissionregistration.k8s.io/extsvc-guard created\n"
     );
-    cp.wait_called(&server, &judged);
+    // The deployed (default) policy patches nothing: the mutating webhook is registered
+    // for nothing, and only /validate is called.
+    cp.wait_called(&server, &judged, false);
 
     let create = |args: &[&str], manifest: &str| {
         let args = [&["create", "-f", "-"], args].concat();
@@ -304,10 +306,10 @@ async fn the_rendered_webhooks_are_accepted_and_never_called_for_kube_system_the
             || name.starts_with("by-controller")),
         "{places:#?}"
     );
-    // A person's writes in a judged namespace are judged; the default policy requires no
-    // metadata of Endpoints and EndpointSlices, so the conditions spare them /mutate.
+    // A person's writes in a judged namespace are judged; the default policy patches
+    // nothing, so none of them reaches /mutate.
     for (name, paths) in [
-        ("ext-ip", &["/mutate", "/validate"][..]),
+        ("ext-ip", &["/validate"][..]),
         ("by-admin-endpoints", &["/validate"]),
         ("by-admin-endpointslice", &["/validate"]),
     ] {

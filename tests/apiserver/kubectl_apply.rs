@@ -45,30 +45,16 @@ async fn kubectl_prints_the_readme_denials_word_for_word() {
     let expected = readme_block("kubectl apply -f docs/examples/mysql-pair.yaml\n```");
     assert_eq!(format!("{stdout}{stderr}"), expected);
     assert!(!out.status.success());
-    // The Service was admitted, and labelled by the mutating webhook.
-    let (listed, _) = texts(&kubectl(&[
-        "get",
-        "svc",
-        "-A",
-        "-l",
-        "extsvc-guard.io/shape",
-    ]));
-    // Other tests' Services are listed too; the README's line is there.
+    // The Service was admitted.
+    let (listed, _) = texts(&kubectl(&["get", "svc", "mysql-svc"]));
     let line = listed
         .lines()
-        .find(|l| l.starts_with("default "))
+        .find(|l| l.starts_with("mysql-svc "))
         .unwrap_or_else(|| panic!("{listed}"));
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(
-        words[..6],
-        [
-            "default",
-            "mysql-svc",
-            "ClusterIP",
-            "None",
-            "<none>",
-            "3306/TCP"
-        ],
+        words[..5],
+        ["mysql-svc", "ClusterIP", "None", "<none>", "3306/TCP"],
         "{listed}"
     );
     let (stdout, stderr) = texts(&kubectl(&[
@@ -437,6 +423,13 @@ async fn a_correct_pair_applied_from_one_file_is_never_denied_however_often_it_i
 // ---------------------------------------------------------------------------------------
 // Mutation
 
+/// A policy file in `dir` that switches the shape metadata on.
+fn shape_policy(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let policy = dir.path().join("shape-policy.yaml");
+    std::fs::write(&policy, "shapeMetadata: true\n").unwrap();
+    policy
+}
+
 /// `kubectl get -o json` of an object.
 fn get(cp: &ControlPlane, namespace: &str, what: &str) -> Value {
     serde_json::from_str(&cp.kubectl_ok(&["get", "-n", namespace, what, "-o", "json"], None))
@@ -449,11 +442,14 @@ async fn the_shape_label_and_target_annotation_are_stored_and_a_second_apply_cha
         return;
     };
     let ns = cp.namespace("mutation", &[]);
-    let server = serve(&cp, &[]);
-    wait_ready(&server).await;
-    let _webhooks = cp.register(&server, "extsvc-guard-mutation", &[&ns]);
-
     let dir = cp.tempdir();
+    // The shape metadata is off by default; a platform team switches it on in its policy
+    // and applies the conditions and rules generated for it.
+    let policy = shape_policy(&dir);
+    let server = serve(&cp, &["--policy", policy.to_str().unwrap()]);
+    wait_ready(&server).await;
+    let _webhooks = cp.register_for_policy(&server, "extsvc-guard-mutation", &[&ns], &policy);
+
     let orders = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "orders", "namespace": ns},
@@ -558,11 +554,17 @@ async fn server_side_apply_is_judged_like_client_side_apply() {
         return;
     };
     let (client_side, server_side) = (cp.namespace("csa", &[]), cp.namespace("ssa", &[]));
-    let server = serve(&cp, &[]);
-    wait_ready(&server).await;
-    let _webhooks = cp.register(&server, "extsvc-guard-ssa", &[&client_side, &server_side]);
-
     let dir = cp.tempdir();
+    let policy = shape_policy(&dir);
+    let server = serve(&cp, &["--policy", policy.to_str().unwrap()]);
+    wait_ready(&server).await;
+    let _webhooks = cp.register_for_policy(
+        &server,
+        "extsvc-guard-ssa",
+        &[&client_side, &server_side],
+        &policy,
+    );
+
     let apply = |ns: &str, extra: &[&str]| {
         let file = format!("{ns}.yaml");
         write_documents(

@@ -116,9 +116,20 @@ fn object_of(name: &str) -> Value {
     serde_json::from_slice::<Value>(&fixture(name)).unwrap()["request"]["object"].clone()
 }
 
+/// A server whose policy sets the shape metadata (off by default), so that `/mutate`
+/// patches the Services that leave the cluster.
+fn start_with_shape_metadata() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path(), &[]);
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "shapeMetadata: true\n").unwrap();
+    let policy = policy.to_str().unwrap().to_owned();
+    Server::start_in(dir, &["--policy", &policy])
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_captured_mutate_review_gets_a_patch_that_applies_and_the_patched_object_gets_none() {
-    let server = Server::start(&[]);
+    let server = start_with_shape_metadata();
     let client = client(&server.ca(), Http::Two);
     let r = response(
         &post(
@@ -165,7 +176,7 @@ async fn mutation_adds_required_metadata_from_the_policy_creates_the_maps_and_is
     let policy = dir.path().join("policy.yaml");
     std::fs::write(
         &policy,
-        "requiredMetadata:\n  labels:\n    - {key: example.com/owner, value: platform}\n  annotations:\n    - {key: example.com/contact, value: \"#platform-oncall\"}\n    - {key: team, fromNamespaceLabel: team}\n",
+        "shapeMetadata: true\nrequiredMetadata:\n  labels:\n    - {key: example.com/owner, value: platform}\n  annotations:\n    - {key: example.com/contact, value: \"#platform-oncall\"}\n    - {key: team, fromNamespaceLabel: team}\n",
     )
     .unwrap();
     let server = Server::start_in(dir, &["--policy", policy.to_str().unwrap()]);
@@ -568,7 +579,7 @@ fn replace_file(path: &std::path::Path, contents: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_metrics_listener_serves_probes_and_counts_requests_findings_and_latency() {
-    let server = Server::start(&[]);
+    let server = start_with_shape_metadata();
     let client = client(&server.ca(), Http::One);
     post(
         &client,
@@ -912,7 +923,7 @@ fn a_broken_policy_at_start_exits_2_naming_file_line_and_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_shows_what_the_webhook_answers_for_the_docs_reviews() {
-    let server = Server::start(&[]);
+    let server = start_with_shape_metadata();
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/reviews");

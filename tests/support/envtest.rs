@@ -802,12 +802,46 @@ impl ControlPlane {
     }
 
     /// Registers `server` for `namespaces` with the webhook configurations of `deploy/base`
-    /// (same rules, failure policies, timeouts and matchConditions), renamed to `name`, with
-    /// `clientConfig` swapped to the server's URL and caBundle, and the namespaceSelector
-    /// narrowed to `namespaces`; then waits until the API server calls it. Removed when the
-    /// returned value is dropped.
+    /// (same rules, failure policies, timeouts and matchConditions: the default policy's),
+    /// renamed to `name`, with `clientConfig` swapped to the server's URL and caBundle, and
+    /// the namespaceSelector narrowed to `namespaces`; then waits until the API server calls
+    /// it. Removed when the returned value is dropped.
     pub fn register(&self, server: &Server, name: &str, namespaces: &[&str]) -> Webhooks<'_> {
         self.register_edited(server, name, namespaces, |_| {})
+    }
+
+    /// [`ControlPlane::register`], with the matchConditions and the mutating webhook's rules
+    /// that `extsvc-guard policy match-conditions POLICY` prints for `policy`, as a user
+    /// installs them with a policy of their own.
+    pub fn register_for_policy(
+        &self,
+        server: &Server,
+        name: &str,
+        namespaces: &[&str],
+        policy: &Path,
+    ) -> Webhooks<'_> {
+        let out = Command::new(crate::support::BIN)
+            .args(["policy", "match-conditions"])
+            .arg(policy)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let component: Value =
+            serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let mut configurations = base_configurations();
+        for patch in component["patches"].as_array().unwrap() {
+            let ops: json_patch::Patch =
+                serde_saphyr::from_str(patch["patch"].as_str().unwrap()).unwrap();
+            let kind = &patch["target"]["kind"];
+            for configuration in configurations.iter_mut().filter(|c| &c["kind"] == kind) {
+                json_patch::patch(configuration, &ops).unwrap();
+            }
+        }
+        self.register_configurations(server, name, namespaces, configurations, |_| {})
     }
 
     /// [`ControlPlane::register`], with each webhook (validating and mutating) changed by
@@ -819,13 +853,21 @@ impl ControlPlane {
         namespaces: &[&str],
         edit: impl Fn(&mut Value),
     ) -> Webhooks<'_> {
-        let base = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
-        )
-        .unwrap();
-        let mut configurations: Vec<Value> = serde_saphyr::from_multiple(&base).unwrap();
+        self.register_configurations(server, name, namespaces, base_configurations(), edit)
+    }
+
+    fn register_configurations(
+        &self,
+        server: &Server,
+        name: &str,
+        namespaces: &[&str],
+        mut configurations: Vec<Value>,
+        edit: impl Fn(&mut Value),
+    ) -> Webhooks<'_> {
+        let mut mutates_services = false;
         for configuration in &mut configurations {
             configuration["metadata"]["name"] = json!(name);
+            let mutating = configuration["kind"] == "MutatingWebhookConfiguration";
             for webhook in configuration["webhooks"].as_array_mut().unwrap() {
                 let path = webhook["clientConfig"]["service"]["path"].clone();
                 webhook["clientConfig"] = server_client_config(server, path.as_str().unwrap());
@@ -834,6 +876,14 @@ impl ControlPlane {
                     .unwrap()
                     .push(json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}));
                 edit(webhook);
+                mutates_services |= mutating
+                    && webhook["rules"].as_array().into_iter().flatten().any(|r| {
+                        r["resources"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|x| x == "services")
+                    });
             }
         }
         let webhooks = Webhooks {
@@ -843,13 +893,14 @@ impl ControlPlane {
         self.apply(
             &json!({"apiVersion": "v1", "kind": "List", "items": configurations}).to_string(),
         );
-        self.wait_called(server, namespaces[0]);
+        self.wait_called(server, namespaces[0], mutates_services);
         webhooks
     }
 
-    /// Waits until the API server sends a dry-run create in `namespace` to `server` for both
-    /// validation and mutation (it picks up webhook configurations asynchronously).
-    pub fn wait_called(&self, server: &Server, namespace: &str) {
+    /// Waits until the API server sends a dry-run create in `namespace` to `server` for
+    /// validation, and for mutation when `mutate` (it picks up webhook configurations
+    /// asynchronously).
+    pub fn wait_called(&self, server: &Server, namespace: &str, mutate: bool) {
         let probe = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": PROBE, "namespace": namespace},
@@ -867,7 +918,7 @@ impl ControlPlane {
         };
         loop {
             self.kubectl(&["create", "--dry-run=server", "-f", "-"], Some(&probe));
-            if probed("/validate") && probed("/mutate") {
+            if probed("/validate") && (!mutate || probed("/mutate")) {
                 return;
             }
             assert!(
@@ -878,6 +929,15 @@ impl ControlPlane {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The webhook configurations of `deploy/base/webhooks.yaml`.
+fn base_configurations() -> Vec<Value> {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
+    )
+    .unwrap();
+    serde_saphyr::from_multiple(&base).unwrap()
 }
 
 /// The name of the dry-run Service [`ControlPlane::wait_called`] probes with.

@@ -1105,12 +1105,8 @@ mod tests {
             None,
         ))
         .unwrap();
-        let d = decide(
-            &request,
-            &NoClusterView,
-            &Policy::embedded(),
-            Endpoint::Mutate,
-        );
+        let shape = Policy::from_yaml("shapeMetadata: true\n", "policy.yaml").unwrap();
+        let d = decide(&request, &NoClusterView, &shape, Endpoint::Mutate);
         let json = answer(&d);
         assert_eq!(json["response"]["patchType"], "JSONPatch");
         let patch = base64::engine::general_purpose::STANDARD

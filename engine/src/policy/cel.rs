@@ -147,7 +147,8 @@ fn selector(of: &str) -> String {
 
 /// Writes the mutating webhook may patch: the Services that leave the cluster (or carry
 /// extsvc-guard's own keys to remove), unless everything it would set is already set; and
-/// Endpoints/EndpointSlices when the policy requires metadata of them.
+/// Endpoints/EndpointSlices when the policy requires metadata it can supply of them. A
+/// required key with no value to supply is the validating webhook's to deny, never patched.
 fn may_be_patched(policy: &Policy) -> String {
     let shape_key = format!("{}/shape", policy.metadata_prefix);
     let target_key = format!("{}/target", policy.metadata_prefix);
@@ -157,7 +158,10 @@ fn may_be_patched(policy: &Policy) -> String {
             ("labels", &policy.required.labels),
             ("annotations", &policy.required.annotations),
         ] {
-            for key in keys.iter().filter(|k| k.kinds.contains(&kind)) {
+            for key in keys
+                .iter()
+                .filter(|k| k.kinds.contains(&kind) && k.source != ValueSource::None)
+            {
                 let has = format!(
                     "(has(object.metadata.{map}) && {} in object.metadata.{map})",
                     quoted(&key.key)
@@ -174,56 +178,56 @@ fn may_be_patched(policy: &Policy) -> String {
         }
         present
     };
-    let mut for_services = vec![];
+    let mut clauses = vec![];
     // Leaving the cluster: ExternalName, or no selector.
     let leaves = format!(
         "((has(object.spec.type) && object.spec.type == 'ExternalName') || !{})",
         selector("object")
     );
-    let carries_ours = format!(
-        "(has(object.metadata.labels) && {shape} in object.metadata.labels) || (has(object.metadata.annotations) && {target} in object.metadata.annotations)",
-        shape = quoted(&shape_key),
-        target = quoted(&target_key)
-    );
-    // ExternalName with the shape label and the target annotation already right; any other
-    // Service that leaves the cluster may need its target recomputed from its endpoints.
-    let mut settled = vec![];
+    let service_required = required(Kind::Service);
     if policy.shape_metadata {
-        settled.push(format!(
+        let carries_ours = format!(
+            "(has(object.metadata.labels) && {shape} in object.metadata.labels) || (has(object.metadata.annotations) && {target} in object.metadata.annotations)",
+            shape = quoted(&shape_key),
+            target = quoted(&target_key)
+        );
+        // ExternalName with the shape label and the target annotation already right; any
+        // other Service that leaves the cluster may need its target recomputed from its
+        // endpoints.
+        let mut settled = vec![format!(
             "has(object.spec.type) && object.spec.type == 'ExternalName' && has(object.spec.externalName)\n      && has(object.metadata.labels) && {shape} in object.metadata.labels && object.metadata.labels[{shape}] == 'external-name'\n      && has(object.metadata.annotations) && {target} in object.metadata.annotations\n      && (object.metadata.annotations[{target}] == object.spec.externalName || object.metadata.annotations[{target}] + '.' == object.spec.externalName)",
             shape = quoted(&shape_key),
             target = quoted(&target_key)
+        )];
+        settled.extend(service_required);
+        // A Service that no longer leaves the cluster loses our keys.
+        clauses.push(format!(
+            "request.resource.resource == 'services'\n  && ({leaves} && !({})\n      || !{leaves} && ({carries_ours}))",
+            settled.join("\n      && ")
+        ));
+    } else if !service_required.is_empty() {
+        clauses.push(format!(
+            "request.resource.resource == 'services'\n  && {leaves} && !({})",
+            service_required.join("\n      && ")
         ));
     }
-    settled.extend(required(Kind::Service));
-    let service_settled = if policy.shape_metadata {
-        settled.join("\n      && ")
-    } else if settled.is_empty() {
-        "true".to_owned()
-    } else {
-        settled.join("\n      && ")
-    };
-    // A Service that no longer leaves the cluster loses our keys, when the policy sets them.
-    for_services.push(if policy.shape_metadata {
-        format!(
-            "request.resource.resource == 'services'\n  && ({leaves} && !({service_settled})\n      || !{leaves} && ({carries_ours}))"
-        )
-    } else {
-        format!("request.resource.resource == 'services'\n  && {leaves} && !({service_settled})")
-    });
     for (kind, resource) in [
         (Kind::Endpoints, "endpoints"),
         (Kind::EndpointSlice, "endpointslices"),
     ] {
         let needed = required(kind);
         if !needed.is_empty() {
-            for_services.push(format!(
+            clauses.push(format!(
                 "request.resource.resource == '{resource}' && !({})",
                 needed.join(" && ")
             ));
         }
     }
-    for_services.join("\n  || ")
+    if clauses.is_empty() {
+        // Nothing to patch; the webhook's rules register it for nothing either.
+        return "false".to_owned();
+    }
+    clauses.join("\n  || ")
 }
 
 /// The name of the exempt-subjects condition.
@@ -332,8 +336,10 @@ pub fn kustomize_component(policy: &Policy, source: &str) -> String {
         ));
         out.push_str(&conditions_yaml(&conditions, 10));
     }
+    // `add` sets the member whether or not it is there: the API server leaves an empty
+    // `rules` out of what it stores.
     out.push_str(&format!(
-        "      - op: replace\n        path: /webhooks/0/rules\n        value: {}\n",
+        "      - op: add\n        path: /webhooks/0/rules\n        value: {}\n",
         rules_yaml(&mutated_resources(policy), &MUTATED_OPERATIONS)
     ));
     out

@@ -107,7 +107,7 @@ impl Default for RawPolicy {
             external_ips: RawExternalIps::default(),
             required_metadata: RawRequiredMetadata::default(),
             metadata_prefix: unspanned("extsvc-guard.io".to_owned()),
-            shape_metadata: true,
+            shape_metadata: false,
             consumer_aware: true,
             namespaces: Vec::new(),
         }
