@@ -2,18 +2,30 @@
 """What a write through the API server costs once a guard is installed (bench/apiserver.sh).
 
 Against a running kube-apiserver (admin client certificate), in one run, rounds interleaved:
-  none      no admission of ours
-  vap       a ValidatingAdmissionPolicy with one CEL rule (isIP on externalName)
-  allow     a minimal Rust webhook (../shared/bench/baseline-server /allow), validating only,
-            for every write of Services, Endpoints and EndpointSlices
-  guard     extsvc-guard as deploy/ installs it: both webhooks, the generated matchConditions
+  none         no admission of ours
+  vap          a ValidatingAdmissionPolicy with one CEL rule (isIP on externalName)
+  allow        a minimal Rust webhook (../shared/bench/baseline-server /allow), validating
+               only, for every write of Services, Endpoints and EndpointSlices
+  guard        extsvc-guard as deploy/ installs it: both webhook configurations, the
+               generated matchConditions (the default policy patches nothing, so the
+               mutating webhook is registered for nothing)
+  guard-shape  extsvc-guard with bench/policy.yaml (the shape metadata on) and the
+               conditions and rules `policy match-conditions` generates for it
+  conditions   (paired only) the guard's configurations with a last condition that is always
+               false: what evaluating its conditions costs, without any call
 and two write mixes, all dry-run (nothing stays, so every round writes the same):
   leaving   creates of an ExternalName Service, a selectorless Service (warned: no endpoints
             yet), and the Endpoints and EndpointSlice of an existing selectorless Service
   cluster   what a cluster writes: selector Service creates and label/annotation updates,
             the endpoints controllers' writes, and one write in ten of the leaving kind
 For each: sequential p50/p95 and 8-client p50/p99 of the request as the client sees it, and
-the same minus the round's `none` (the added cost). Loopback only; standard library only.
+the same minus the round's `none` (the added cost).
+
+BENCH_PAIRED=1 measures instead what each write of both mixes costs under each setup, free of
+the machine's drift from one setup to the next: one connection alternates the same write
+between namespace `bench` (where the setup applies) and `bench-b` (which every setup
+excludes by its namespace selector), and the added cost is the median of the differences.
+Loopback only; standard library only.
 """
 
 import http.client
@@ -32,6 +44,8 @@ KUBECONFIG = os.environ["KUBECONFIG"]
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
 GUARD_URL = os.environ["BENCH_GUARD_URL"]  # https://127.0.0.1:P
 ALLOW_URL = os.environ["BENCH_ALLOW_URL"]  # https://127.0.0.1:Q
+SHAPE_URL = os.environ["BENCH_GUARD_SHAPE_URL"]  # serve with bench/policy.yaml
+WEBHOOKS_SHAPE_YAML = os.environ["BENCH_WEBHOOKS_SHAPE"]  # with its generated conditions
 CA_BUNDLE = os.environ["BENCH_CA_BUNDLE"]  # base64 CA of both webhooks' serving certificate
 WEBHOOKS_YAML = os.environ["BENCH_WEBHOOKS"]  # deploy/base/webhooks.yaml rendered to JSON
 SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "300"))
@@ -39,7 +53,9 @@ PARALLEL = int(os.environ.get("BENCH_PARALLEL", "1600"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 DETAIL = os.environ.get("BENCH_DETAIL") == "1"  # each write's sequential p50
+PAIRED = os.environ.get("BENCH_PAIRED") == "1"
 NS = "bench"
+NS_EXCLUDED = "bench-b"  # excluded by every setup: the paired runs' reference
 
 
 def connection():
@@ -173,9 +189,9 @@ VAP_BINDING = {
     "spec": {"policyName": "bench-externalname-ip", "validationActions": ["Deny"]}}
 
 
-def webhooks(url_for):
-    """deploy/base/webhooks.yaml's configurations, pointed at `url_for(path)`."""
-    configs = json.load(open(WEBHOOKS_YAML))["items"]
+def webhooks(url_for, rendered=WEBHOOKS_YAML):
+    """deploy/base/webhooks.yaml's configurations (or `rendered`), pointed at `url_for(path)`."""
+    configs = json.load(open(rendered))["items"]
     for c in configs:
         for w in c["webhooks"]:
             w["clientConfig"] = {"url": url_for(w["clientConfig"]["service"]["path"]),
@@ -197,12 +213,37 @@ def minimal_webhook():
     return [c]
 
 
-SETUPS = {
-    "none": [],
-    "vap": [VAP, VAP_BINDING],
-    "allow": None,  # built at start (needs the files)
-    "guard": None,
+def conditions_only():
+    """The guard's configurations with a last condition that is always false."""
+    configs = webhooks(lambda path: GUARD_URL + path)
+    for c in configs:
+        for w in c["webhooks"]:
+            w["matchConditions"].append({"name": "never", "expression": "false"})
+    return configs
+
+
+SETUPS = {  # built at start (they need the files)
+    "none": lambda: [],
+    "vap": lambda: [VAP, VAP_BINDING],
+    "allow": minimal_webhook,
+    "guard": lambda: webhooks(lambda path: GUARD_URL + path),
+    "guard-shape": lambda: webhooks(lambda path: SHAPE_URL + path, WEBHOOKS_SHAPE_YAML),
+    "conditions": conditions_only,
 }
+# Whether an IP in externalName is refused once the setup is in effect.
+REFUSES = {"vap", "guard", "guard-shape"}
+
+
+def excluding_reference(objects):
+    """`objects` with namespace NS_EXCLUDED left out by their namespace selectors."""
+    objects = json.loads(json.dumps(objects))
+    excluded = {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS_EXCLUDED]}
+    for o in objects:
+        if o["kind"] == "ValidatingAdmissionPolicyBinding":
+            o["spec"]["matchResources"] = {"namespaceSelector": {"matchExpressions": [excluded]}}
+        for w in o.get("webhooks", []):
+            w.setdefault("namespaceSelector", {}).setdefault("matchExpressions", []).append(excluded)
+    return objects
 
 
 def install(objects):
@@ -211,13 +252,14 @@ def install(objects):
     kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration",
             "extsvc-guard", "bench-allow", "--ignore-not-found")
     if objects:
-        kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        kubectl("apply", "-f", "-", stdin=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": excluding_reference(objects)}))
 
 
 def wait_effective(name):
     """Until the API server uses the setup: an IP in externalName is refused by the VAP and
-    the guard, and not without them; the minimal webhook allows everything, so it gets a few
-    seconds to be picked up."""
+    the guard, and not without them; the minimal webhook allows everything (and the
+    conditions-only setup calls nothing), so they get a few seconds to be picked up."""
     probe = service("probe", {"type": "ExternalName", "externalName": "192.168.1.10"})
     conn = connection()
     deadline = time.time() + 60
@@ -227,33 +269,91 @@ def wait_effective(name):
         r = conn.getresponse()
         r.read()
         refused = r.status in (400, 403, 422)
-        if refused == (name in ("vap", "guard")):
-            time.sleep(3 if name == "allow" else 1)
+        if refused == (name in REFUSES):
+            time.sleep(1 if name in REFUSES else 3)
             conn.close()
             return
         time.sleep(0.2)
     raise SystemExit(f"setup {name} never took effect")
 
 
-def main():
-    SETUPS["allow"] = minimal_webhook()
-    SETUPS["guard"] = webhooks(lambda path: GUARD_URL + path)
-    kubectl("create", "namespace", NS)
-    # What the cluster mix updates, and the selectorless Service whose Endpoints and
-    # EndpointSlice the leaving mix creates (the second half of a pair applied Service first).
-    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+def prepare(namespace):
+    """What the cluster mix updates, and the selectorless Service whose Endpoints and
+    EndpointSlice the leaving mix creates (the second half of a pair applied Service first)."""
+    kubectl("create", "namespace", namespace)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
         service("legacy", {"ports": [{"name": "mysql", "port": 3306}]}),
         service("web", {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}),
-        {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web", "namespace": NS},
-         "subsets": []},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"}, "subsets": []},
         {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": "web-1", "namespace": NS,
+         "metadata": {"name": "web-1",
                       "labels": {"kubernetes.io/service-name": "web",
                                  "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
          "addressType": "IPv4", "endpoints": []},
-    ]}))
+    ]}).replace(f'"namespace": "{NS}"', f'"namespace": "{namespace}"'))
+
+
+def in_namespace(write, namespace):
+    """`write` in `namespace` instead of NS."""
+    method, path, user, body = write
+    body = json.loads(json.dumps(body).replace(f'"namespace": "{NS}"', f'"namespace": "{namespace}"'))
+    return (method, path.replace(f"/namespaces/{NS}/", f"/namespaces/{namespace}/"), user, body)
+
+
+def paired(names):
+    """What each write costs under each setup: the median of (in NS) − (in NS_EXCLUDED), the
+    two sent back to back on one connection, in alternating order."""
+    writes = [("leaving", w) for w in LEAVING] + [("cluster", w) for w in CLUSTER[:-1]]
+    n = SEQUENTIAL
+    added = {}  # (setup, write index) -> [medians per round]
+    for round_ in range(ROUNDS):
+        rotated = names[round_ % len(names):] + names[:round_ % len(names)]
+        for name in rotated:
+            install(SETUPS[name])
+            wait_effective(name)
+            conn = connection()
+            for _, w in writes * 2:  # warm both namespaces
+                send(conn, in_namespace(w, NS)), send(conn, in_namespace(w, NS_EXCLUDED))
+            diffs = {i: [] for i in range(len(writes))}
+            for k in range(n):
+                for i, (_, w) in enumerate(writes):
+                    a, b = in_namespace(w, NS), in_namespace(w, NS_EXCLUDED)
+                    if k % 2:
+                        ta = send(conn, a)
+                        tb = send(conn, b)
+                    else:
+                        tb = send(conn, b)
+                        ta = send(conn, a)
+                    diffs[i].append(ta - tb)
+            conn.close()
+            for i in diffs:
+                added.setdefault((name, i), []).append(statistics.median(diffs[i]) * 1000)
+            print(f"round {round_ + 1} {name} done", file=sys.stderr)
+    install([])
+    print("| write | as | " + " | ".join(names) + " |")
+    print("|---|---|" + "---:|" * len(names))
+    for i, (mix, (method, path, user, body)) in enumerate(writes):
+        parts = path.rsplit("/", 2)
+        resource, name = (parts[-1], body["metadata"]["name"]) if method == "POST" else parts[-2:]
+        what = f"{mix}: {method} {resource}/{name}"
+        cells = [f"{statistics.median(added[(name, i)]):+.2f}" for name in names]
+        print(f"| {i} {what} | {(user or 'admin').rsplit(':', 1)[-1]} | " + " | ".join(cells) + " |")
+    print(f"\nms added per write (median of {n} paired differences, median over {ROUNDS} rounds); "
+          "writes as in bench/apiserver.py's LEAVING and CLUSTER.")
+
+
+def main():
+    for name in SETUPS:
+        SETUPS[name] = SETUPS[name]()
+    prepare(NS)
+    prepare(NS_EXCLUDED)
+    default = "vap,conditions,allow,guard,guard-shape" if PAIRED else "none,vap,allow,guard,guard-shape"
+    names = os.environ.get("BENCH_SETUPS", default).split(",")
+    if PAIRED:
+        paired(names)
+        return
     results = {}  # (setup, mix, measure) -> [values per round]
-    order = list(SETUPS)
+    order = names
     pool = multiprocessing.Pool(CLIENTS)
     for round_ in range(ROUNDS):
         # Interleaved: each round in another order, so drift hits every setup alike.

@@ -8,7 +8,9 @@
 # Builds the shipped binary (the dist profile; EXTSVC_GUARD=path to skip) and
 # ../shared/bench/baseline-server. Environment: BENCH_ROUNDS (3), BENCH_SEQUENTIAL (300),
 # BENCH_PARALLEL (1600), BENCH_CLIENTS (8), BENCH_DETAIL=1 (each write's sequential p50),
-# BENCH_SERVE_LOG=FILE (keep serve's decision log: its own time per request, latency_us).
+# BENCH_SERVE_LOG=FILE (keep serve's decision log: its own time per request, latency_us),
+# BENCH_SETUPS (which setups, comma-separated), BENCH_PAIRED=1 (what each write costs,
+# paired: see bench/apiserver.py).
 # Needs openssl and python3. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,9 +81,15 @@ done
 "$kubectl" get --raw /readyz >/dev/null
 
 guard_port=$(free_port) guard_metrics=$(free_port) allow_port=$(free_port)
+shape_port=$(free_port) shape_metrics=$(free_port)
 "$EXTSVC_GUARD" serve --listen "127.0.0.1:$guard_port" --metrics-listen "127.0.0.1:$guard_metrics" \
   --tls-cert "$work/webhook/tls.crt" --tls-key "$work/webhook/tls.key" --kubeconfig "$KUBECONFIG" \
   --log-format json >"$work/serve.log" 2>&1 &
+pids+=($!)
+# The guard with the shape metadata on (bench/policy.yaml), for the guard-shape setup.
+"$EXTSVC_GUARD" serve --listen "127.0.0.1:$shape_port" --metrics-listen "127.0.0.1:$shape_metrics" \
+  --tls-cert "$work/webhook/tls.crt" --tls-key "$work/webhook/tls.key" --kubeconfig "$KUBECONFIG" \
+  --policy "$root/bench/policy.yaml" --log-format json >"$work/serve-shape.log" 2>&1 &
 pids+=($!)
 "$baseline" "127.0.0.1:$allow_port" "$work/webhook/tls.crt" "$work/webhook/tls.key" >"$work/allow.log" 2>&1 &
 pids+=($!)
@@ -90,10 +98,22 @@ for _ in $(seq 1 120); do
   sleep 0.25
 done
 curl -sf "http://127.0.0.1:$guard_metrics/readyz" >/dev/null
+for _ in $(seq 1 120); do
+  curl -sf "http://127.0.0.1:$shape_metrics/readyz" >/dev/null && break
+  sleep 0.25
+done
+curl -sf "http://127.0.0.1:$shape_metrics/readyz" >/dev/null
 
 "$kubectl" apply --dry-run=client -o json -f "$root/deploy/base/webhooks.yaml" >"$work/webhooks.json"
+# deploy/ with the conditions and rules generated for bench/policy.yaml, as a user installs them.
+mkdir -p "$work/shape/match-conditions"
+cp "$root/deploy/base/webhooks.yaml" "$work/shape/"
+"$EXTSVC_GUARD" policy match-conditions "$root/bench/policy.yaml" >"$work/shape/match-conditions/kustomization.yaml"
+printf 'resources: [webhooks.yaml]\ncomponents: [match-conditions]\n' >"$work/shape/kustomization.yaml"
+"$kubectl" kustomize "$work/shape" | "$kubectl" apply --dry-run=client -o json -f - >"$work/webhooks-shape.json"
 BENCH_API="127.0.0.1:$api_port" BENCH_PKI="$pki" KUBECTL="$kubectl" \
   BENCH_GUARD_URL="https://127.0.0.1:$guard_port" BENCH_ALLOW_URL="https://127.0.0.1:$allow_port" \
+  BENCH_GUARD_SHAPE_URL="https://127.0.0.1:$shape_port" BENCH_WEBHOOKS_SHAPE="$work/webhooks-shape.json" \
   BENCH_CA_BUNDLE="$(base64 -w0 "$work/webhook/ca.crt")" BENCH_WEBHOOKS="$work/webhooks.json" \
   python3 "$root/bench/apiserver.py"
 echo

@@ -9,7 +9,7 @@
 
 use crate::admission::{CONTROL_PLANE_USER_PREFIX, CONTROL_PLANE_USERS, JUDGED};
 use crate::object::Kind;
-use crate::policy::{Policy, Subject, ValueSource};
+use crate::policy::{Policy, RequiredKey, Subject, ValueSource};
 
 /// One entry of a webhook's `matchConditions`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,14 +53,22 @@ pub fn mutated_resources(policy: &Policy) -> Vec<&'static Resource> {
         .iter()
         .filter(|(_, _, kind, _)| {
             (*kind == Kind::Service && policy.shape_metadata)
-                || policy
-                    .required
-                    .labels
-                    .iter()
-                    .chain(&policy.required.annotations)
-                    .any(|key| key.kinds.contains(kind) && key.source != ValueSource::None)
+                || supplied(policy, *kind).next().is_some()
         })
         .collect()
+}
+
+/// The required keys of `kind` the mutating webhook can supply (a fixed value, a namespace
+/// label), with the map they belong in. A key with no value to supply is the validating
+/// webhook's to deny, never patched.
+fn supplied(policy: &Policy, kind: Kind) -> impl Iterator<Item = (&'static str, &RequiredKey)> {
+    [
+        ("labels", &policy.required.labels),
+        ("annotations", &policy.required.annotations),
+    ]
+    .into_iter()
+    .flat_map(|(map, keys)| keys.iter().map(move |key| (map, key)))
+    .filter(move |(_, key)| key.kinds.contains(&kind) && key.source != ValueSource::None)
 }
 
 /// `resources` as the YAML flow list of a webhook's `rules` for `operations`, one rule per
@@ -147,36 +155,29 @@ fn selector(of: &str) -> String {
 
 /// Writes the mutating webhook may patch: the Services that leave the cluster (or carry
 /// extsvc-guard's own keys to remove), unless everything it would set is already set; and
-/// Endpoints/EndpointSlices when the policy requires metadata it can supply of them. A
-/// required key with no value to supply is the validating webhook's to deny, never patched.
+/// Endpoints/EndpointSlices when the policy requires metadata it can supply of them.
 fn may_be_patched(policy: &Policy) -> String {
     let shape_key = format!("{}/shape", policy.metadata_prefix);
     let target_key = format!("{}/target", policy.metadata_prefix);
+    // For each key the webhook supplies: the object already has it (with the value, when
+    // the policy overwrites).
     let required = |kind: Kind| -> Vec<String> {
-        let mut present = Vec::new();
-        for (map, keys) in [
-            ("labels", &policy.required.labels),
-            ("annotations", &policy.required.annotations),
-        ] {
-            for key in keys
-                .iter()
-                .filter(|k| k.kinds.contains(&kind) && k.source != ValueSource::None)
-            {
+        supplied(policy, kind)
+            .map(|(map, key)| {
                 let has = format!(
                     "(has(object.metadata.{map}) && {} in object.metadata.{map})",
                     quoted(&key.key)
                 );
-                present.push(match (&key.source, key.overwrite) {
+                match (&key.source, key.overwrite) {
                     (ValueSource::Fixed(value), true) => format!(
                         "({has} && object.metadata.{map}[{}] == {})",
                         quoted(&key.key),
                         quoted(value)
                     ),
                     _ => has,
-                });
-            }
-        }
-        present
+                }
+            })
+            .collect()
     };
     let mut clauses = vec![];
     // Leaving the cluster: ExternalName, or no selector.
