@@ -1,5 +1,6 @@
-//! What the mutating webhook changes: the policy's required labels and annotations, and the
-//! `<prefix>/shape` label and `<prefix>/target` annotation on Services that leave the cluster.
+//! What the mutating webhook changes: the policy's required labels and annotations, and,
+//! with `shapeMetadata: true`, the `<prefix>/shape` label and `<prefix>/target` annotation
+//! on Services that leave the cluster.
 //!
 //! Pure: the object, the cluster view and the policy in, JSON Patch operations out. The
 //! required keys come from [`required_metadata::plan`], the same plan the
@@ -444,6 +445,15 @@ mod tests {
     #[test]
     fn the_default_policy_patches_nothing() {
         let (object, _) = first(EXTERNAL_NAME);
+        assert_eq!(
+            mutate(&object, &NoClusterView, &Policy::embedded()),
+            Mutation::default()
+        );
+        // Our keys left from when the shape metadata was on stay as they are, even on a
+        // Service that no longer leaves the cluster.
+        let (object, _) = first(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: db, labels: {extsvc-guard.io/shape: external-name}, annotations: {extsvc-guard.io/target: db.example.com}}\nspec: {selector: {app: db}, ports: [{port: 5432}]}\n",
+        );
         assert_eq!(
             mutate(&object, &NoClusterView, &Policy::embedded()),
             Mutation::default()

@@ -1,6 +1,7 @@
 //! The request path: body bytes → `admission::parse` → `admission::decide` (validating and
-//! mutating, under the embedded and a required-metadata policy) → `Decision::to_json`, with
-//! every answer checked by the same oracle the property tests use (tests/offline/hostile/oracle.rs).
+//! mutating, under the embedded policy, a required-metadata one, and that one with the shape
+//! metadata on) → `Decision::to_json`, with every answer checked by the same oracle the
+//! property tests use (tests/offline/hostile/oracle.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

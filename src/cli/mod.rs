@@ -105,7 +105,8 @@ enum PolicyCommand {
     },
     /// Print, as a kustomize Component for both webhook configurations of deploy/, the
     /// matchConditions that call the webhooks only for writes the policy may deny, warn
-    /// about or patch (and never for its exemptSubjects).
+    /// about or patch (and never for its exemptSubjects), and the mutating webhook's rules
+    /// (only the kinds the policy may patch).
     MatchConditions {
         /// Policy file; the embedded default policy when absent.
         #[arg(value_name = "FILE")]

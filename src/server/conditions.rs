@@ -80,7 +80,7 @@ pub async fn watch(client: Client, name: String, state: Arc<State>) {
                 tracing::warn!(
                     webhook,
                     configuration = %name,
-                    "the installed matchConditions (or the mutating webhook's rules) are not what the policy in use needs: writes it judges or patches may never reach the webhook; generate them with `extsvc-guard policy match-conditions POLICY` and apply them (README, \"The policy\")"
+                    "the installed matchConditions (or the mutating webhook's rules) are not what the policy in use needs: writes it judges or patches may never reach the webhook, or reach it for nothing; generate them with `extsvc-guard policy match-conditions POLICY` and apply them (README, \"The policy\")"
                 );
             }
             last[i] = Some(current);
@@ -98,10 +98,14 @@ pub fn same(installed: &[MatchCondition], wanted: &[cel::Condition]) -> bool {
 }
 
 /// Whether `installed` rules name exactly the resources in `wanted`, for exactly the
-/// operations the mutating webhook is registered for.
+/// operations the mutating webhook is registered for, in namespaces (the three kinds are
+/// namespaced: a rule of scope `Cluster` matches none of their writes).
 pub fn same_resources(installed: &[RuleWithOperations], wanted: &[&cel::Resource]) -> bool {
     let mut named = BTreeSet::new();
     for rule in installed {
+        if !matches!(rule.scope.as_deref(), None | Some("*" | "Namespaced")) {
+            return false;
+        }
         let mut operations = rule.operations.clone().unwrap_or_default();
         operations.sort();
         let mut expected = cel::MUTATED_OPERATIONS.map(str::to_owned).to_vec();
@@ -160,6 +164,9 @@ mod tests {
             &[rule("", &["services"], &["CREATE"])],
             &wanted
         ));
+        let mut cluster_scoped = rule("", &["services"], &["CREATE", "UPDATE"]);
+        cluster_scoped.scope = Some("Cluster".to_owned());
+        assert!(!same_resources(&[cluster_scoped], &wanted));
         let none = Policy::from_yaml("shapeMetadata: false\n", "p.yaml").unwrap();
         assert!(same_resources(&[], &cel::mutated_resources(&none)));
     }

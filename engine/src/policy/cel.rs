@@ -153,14 +153,16 @@ fn selector(of: &str) -> String {
     format!("(has({of}.spec.selector) && size({of}.spec.selector) > 0)")
 }
 
-/// Writes the mutating webhook may patch: the Services that leave the cluster (or carry
-/// extsvc-guard's own keys to remove), unless everything it would set is already set; and
-/// Endpoints/EndpointSlices when the policy requires metadata it can supply of them.
+/// Writes the mutating webhook may patch: with the shape metadata, the Services that leave
+/// the cluster (or carry extsvc-guard's own keys to remove), unless everything it would set
+/// is already set; the Services that leave it and Endpoints/EndpointSlices lacking required
+/// metadata the policy can supply of them; with neither, none (`false`).
 fn may_be_patched(policy: &Policy) -> String {
     let shape_key = format!("{}/shape", policy.metadata_prefix);
     let target_key = format!("{}/target", policy.metadata_prefix);
     // For each key the webhook supplies: the object already has it (with the value, when
-    // the policy overwrites).
+    // the policy overwrites). A value copied from a namespace label and overwritten is never
+    // known to be right: the conditions do not see namespace labels.
     let required = |kind: Kind| -> Vec<String> {
         supplied(policy, kind)
             .map(|(map, key)| {
@@ -174,6 +176,7 @@ fn may_be_patched(policy: &Policy) -> String {
                         quoted(&key.key),
                         quoted(value)
                     ),
+                    (ValueSource::NamespaceLabel(_), true) => "false".to_owned(),
                     _ => has,
                 }
             })
@@ -336,13 +339,15 @@ pub fn kustomize_component(policy: &Policy, source: &str) -> String {
             "  - target:\n      kind: {kind}\n      name: extsvc-guard\n    patch: |-\n      - op: replace\n        path: /webhooks/0/matchConditions\n        value:\n"
         ));
         out.push_str(&conditions_yaml(&conditions, 10));
+        if kind == "MutatingWebhookConfiguration" {
+            // `add` sets the member whether or not it is there: the API server leaves an
+            // empty `rules` out of what it stores, so a configuration read back has none.
+            out.push_str(&format!(
+                "      - op: add\n        path: /webhooks/0/rules\n        value: {}\n",
+                rules_yaml(&mutated_resources(policy), &MUTATED_OPERATIONS)
+            ));
+        }
     }
-    // `add` sets the member whether or not it is there: the API server leaves an empty
-    // `rules` out of what it stores.
-    out.push_str(&format!(
-        "      - op: add\n        path: /webhooks/0/rules\n        value: {}\n",
-        rules_yaml(&mutated_resources(policy), &MUTATED_OPERATIONS)
-    ));
     out
 }
 
@@ -404,7 +409,7 @@ mod tests {
 
     #[test]
     fn required_metadata_of_endpoints_brings_them_to_the_mutating_webhook() {
-        let none = may_be_patched(&Policy::embedded());
+        let none = may_be_patched(&policy("shapeMetadata: true\n"));
         assert!(!none.contains("'endpoints'"), "{none}");
         let p = policy(
             "requiredMetadata:\n  labels: [{key: owner, value: platform, kinds: [Endpoints]}]\n",
@@ -441,6 +446,19 @@ mod tests {
             "[{apiGroups: [\"\"], apiVersions: [v1], resources: [services, endpoints], operations: [CREATE, UPDATE], scope: \"*\"}, {apiGroups: [\"discovery.k8s.io\"], apiVersions: [v1], resources: [endpointslices], operations: [CREATE, UPDATE], scope: \"*\"}]"
         );
         assert_eq!(rules_yaml(&[], &MUTATED_OPERATIONS), "[]");
+    }
+
+    #[test]
+    fn a_namespace_label_copied_over_what_the_object_has_always_reaches_the_webhook() {
+        // The conditions cannot tell whether the value the object has is the label's.
+        let p = policy(
+            "requiredMetadata:\n  labels: [{key: team, fromNamespaceLabel: team, overwrite: true, kinds: [Endpoints]}]\n",
+        );
+        let condition = may_be_patched(&p);
+        assert_eq!(
+            condition,
+            "request.resource.resource == 'endpoints' && !(false)"
+        );
     }
 
     #[test]

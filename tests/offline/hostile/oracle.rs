@@ -15,8 +15,9 @@ use extsvc_guard::policy::Policy;
 use extsvc_guard::rules::{Mode, judge};
 use serde_json::{Value, json};
 
-/// The policies the request path is judged under: the embedded default, and one that
-/// requires metadata (so the mutating side has more to patch).
+/// The policies the request path is judged under: the embedded default (which patches
+/// nothing), one that requires metadata, and that one with the shape metadata on (so the
+/// mutating side patches labels, annotations and its own keys).
 pub fn request_policies() -> &'static [Policy] {
     static POLICIES: OnceLock<Vec<Policy>> = OnceLock::new();
     POLICIES.get_or_init(|| {
@@ -24,6 +25,11 @@ pub fn request_policies() -> &'static [Policy] {
         vec![
             Policy::embedded(),
             Policy::from_yaml(required, "required-metadata.yaml").unwrap(),
+            Policy::from_yaml(
+                &format!("{required}\nshapeMetadata: true\n"),
+                "required-metadata-and-shape.yaml",
+            )
+            .unwrap(),
         ]
     })
 }
