@@ -5,10 +5,9 @@
 //! reads), so it says so: a warning in the log when they stop matching, and
 //! `extsvc_guard_webhook_conditions_current`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::BTreeSet;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MutatingWebhookConfiguration, RuleWithOperations,
