@@ -313,7 +313,8 @@ def paired(names):
             wait_effective(name)
             conn = connection()
             for _, w in writes * 2:  # warm both namespaces
-                send(conn, in_namespace(w, NS)), send(conn, in_namespace(w, NS_EXCLUDED))
+                send(conn, in_namespace(w, NS))
+                send(conn, in_namespace(w, NS_EXCLUDED))
             diffs = {i: [] for i in range(len(writes))}
             for k in range(n):
                 for i, (_, w) in enumerate(writes):

@@ -381,6 +381,7 @@ mod match_conditions {
         // Writes the webhooks are registered for, and those of them the conditions keep away.
         let (mut by_conditions, mut registered_total) = (0, 0);
         for policy in policies() {
+            let mutated = cel::mutated_resources(&policy);
             for (endpoint, conditions) in [
                 (Endpoint::Validate, compile(&cel::validating(&policy))),
                 (Endpoint::Mutate, compile(&cel::mutating(&policy))),
@@ -395,9 +396,7 @@ mod match_conditions {
                     }
                     let resource = review["request"]["resource"]["resource"].as_str().unwrap();
                     let registered = endpoint == Endpoint::Validate
-                        || cel::mutated_resources(&policy)
-                            .iter()
-                            .any(|(_, _, _, r)| *r == resource);
+                        || mutated.iter().any(|(_, _, _, r)| *r == resource);
                     if registered {
                         registered_total += 1;
                         if called(&conditions, review)
